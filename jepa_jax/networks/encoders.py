@@ -1,0 +1,106 @@
+"""Encoders ``s = Enc(x)``: a small conv net for pixels and an MLP for state vectors.
+
+Flax Linen modules; everything outside ``networks/`` sees them only through
+``module.apply(params, ...)`` with an explicit parameter pytree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def spatial_softmax(features: jax.Array, temperature: jax.Array | float = 1.0) -> jax.Array:
+    """Expected image coordinates of each feature map under a softmax over pixels.
+
+    Args:
+      features: (..., H, W, K) feature maps.
+      temperature: softmax temperature (scalar).
+
+    Returns:
+      (..., K, 2) expected ``(x, y)`` in pixel units of the feature map (0 .. W-1, 0 .. H-1).
+    """
+    *batch, h, w, k = features.shape
+    logits = features.reshape(*batch, h * w, k) / temperature
+    attn = jax.nn.softmax(logits, axis=-2)
+    ys, xs = jnp.meshgrid(jnp.arange(h, dtype=features.dtype),
+                          jnp.arange(w, dtype=features.dtype), indexing="ij")
+    grid = jnp.stack([xs.reshape(-1), ys.reshape(-1)], -1)  # (H*W, 2)
+    return jnp.einsum("...pk,pc->...kc", attn, grid)
+
+
+def space_to_depth(x: jax.Array, factor: int) -> jax.Array:
+    """(N, H, W, C) -> (N, ceil(H/f), ceil(W/f), f*f*C), zero-padding H and W up to multiples.
+
+    A stride-f patchify that turns a few-channel image into a many-channel one: XLA's CPU
+    convolutions are far more efficient on many input channels (measured in benchmarks/).
+    """
+    n, h, w, c = x.shape
+    ph, pw = -h % factor, -w % factor
+    if ph or pw:
+        x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)))
+    h, w = (h + ph) // factor, (w + pw) // factor
+    x = x.reshape(n, h, factor, w, factor, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, h, w, factor * factor * c)
+
+
+class ConvEncoder(nn.Module):
+    """Pixel encoder: a space-to-depth stem and conv trunk, then keypoints and a global code.
+
+    The keypoint half (spatial softmax over learned feature maps) gives coordinates that move
+    linearly with objects in the image, which keeps latent distances meaningful for planning;
+    the global half (space-to-depth and a dense layer) captures the layout, such as where the
+    wall and the door are.
+
+    Attributes:
+      stem_factor: space-to-depth factor applied to the input (the trunk's stride).
+      channels: output channels of the trunk's 3x3 conv layers (stride 1).
+      num_keypoints: K keypoints -> 2K latent dimensions.
+      global_dim: dimensions of the global code.
+      keypoint_scale: keypoint coordinates are in units of this many input pixels, so that
+        their spread across a batch is of order 1 (VICReg's variance hinge is at 1).
+      latent_dim: if set, a final linear map to this size; else the concatenation is returned.
+
+    Input (..., H, W, C) float images; output (..., 2K + global_dim) or (..., latent_dim).
+    """
+
+    stem_factor: int = 4
+    channels: Sequence[int] = (32,)
+    num_keypoints: int = 16
+    global_dim: int = 32
+    keypoint_scale: float = 8.0
+    latent_dim: int | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        *batch, h, w, c = x.shape
+        x = space_to_depth(x.reshape(-1, h, w, c), self.stem_factor)
+        for ch in self.channels:
+            x = nn.gelu(nn.Conv(ch, (3, 3), padding="SAME")(x))
+        kp_maps = nn.Conv(self.num_keypoints, (1, 1))(x)
+        temperature = jnp.exp(self.param("log_temperature", nn.initializers.zeros, ()))
+        kp = spatial_softmax(kp_maps, temperature)  # (N, K, 2) in trunk cells
+        # Cell centres: cell i covers input pixels [f*i, f*i + f), centre f*i + (f-1)/2.
+        kp = (kp * self.stem_factor + (self.stem_factor - 1) / 2) / self.keypoint_scale
+        g = space_to_depth(x, 2)
+        g = nn.Dense(self.global_dim)(g.reshape(g.shape[0], -1))
+        out = jnp.concatenate([kp.reshape(kp.shape[0], -1), g], -1)
+        if self.latent_dim is not None:
+            out = nn.Dense(self.latent_dim)(out)
+        return out.reshape(*batch, out.shape[-1])
+
+
+class MLPEncoder(nn.Module):
+    """State-vector encoder: an MLP from (..., state_dim) to (..., latent_dim)."""
+
+    hidden: Sequence[int] = (128, 128)
+    latent_dim: int = 32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for width in self.hidden:
+            x = nn.gelu(nn.Dense(width)(x))
+        return nn.Dense(self.latent_dim)(x)

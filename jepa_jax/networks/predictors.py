@@ -1,0 +1,55 @@
+"""Action-conditioned latent predictor ``s' = Pred(s, a, z)`` and small auxiliary heads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class MLPPredictor(nn.Module):
+    """Residual MLP predictor: ``s' = s + MLP([s, a * action_scale, z])``.
+
+    ``z`` is the latent variable for what the observation cannot tell about the future; with
+    ``z_dim == 0`` (the default) the predictor is deterministic and ``z`` must be None or empty.
+
+    Shapes: s (..., D), a (..., A), z (..., z_dim) -> (..., D).
+    """
+
+    hidden: Sequence[int] = (256, 256, 256)
+    action_scale: float = 1.0
+    z_dim: int = 0
+
+    @nn.compact
+    def __call__(self, s: jax.Array, a: jax.Array, z: jax.Array | None = None) -> jax.Array:
+        parts = [s, a * self.action_scale]
+        if self.z_dim:
+            if z is None:
+                raise ValueError(f"predictor has z_dim={self.z_dim} but z is None")
+            if z.shape[-1] != self.z_dim:
+                raise ValueError(f"z has last dimension {z.shape[-1]}, predictor expects "
+                                 f"{self.z_dim}")
+            parts.append(z)
+        elif z is not None and z.shape[-1] != 0:
+            raise ValueError(f"predictor has z_dim=0 but got z of shape {z.shape}")
+        h = jnp.concatenate(parts, -1)
+        for width in self.hidden:
+            h = nn.gelu(nn.Dense(width)(h))
+        delta = nn.Dense(s.shape[-1], kernel_init=nn.initializers.zeros)(h)
+        return s + delta
+
+
+class InverseDynamics(nn.Module):
+    """Predicts the action from two consecutive latents: (..., D), (..., D) -> (..., A)."""
+
+    action_dim: int = 2
+    hidden: Sequence[int] = (128,)
+
+    @nn.compact
+    def __call__(self, s: jax.Array, s_next: jax.Array) -> jax.Array:
+        h = jnp.concatenate([s, s_next], -1)
+        for width in self.hidden:
+            h = nn.gelu(nn.Dense(width)(h))
+        return nn.Dense(self.action_dim)(h)

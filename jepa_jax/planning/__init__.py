@@ -1,0 +1,30 @@
+"""Planners over a world model's latent rollouts: gradient MPC, CEM and MPPI.
+
+See ``jepa_jax.planning.base`` for the shared interface (``make_planner``, ``Planner.plan``).
+"""
+
+from jepa_jax.planning.base import (
+    COMMON_DEFAULTS,
+    PLANNER_NAMES,
+    Planner,
+    PlannerState,
+    WorldModelLike,
+    clip_by_norm,
+    default_config,
+    make_planner,
+    rollout,
+    shift_plan,
+)
+
+__all__ = [
+    "COMMON_DEFAULTS",
+    "PLANNER_NAMES",
+    "Planner",
+    "PlannerState",
+    "WorldModelLike",
+    "clip_by_norm",
+    "default_config",
+    "make_planner",
+    "rollout",
+    "shift_plan",
+]

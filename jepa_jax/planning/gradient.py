@@ -1,0 +1,175 @@
+"""Gradient MPC: optimise the action sequence by backpropagating the cost through the rollout.
+
+``num_restarts`` sequences are optimised in parallel with ``jax.vmap``: restart 0 starts from
+the warm start, restart k >= 1 from the warm start plus a random constant offset
+``c_k ~ N(0, restart_std^2 I_A)`` (a straight-line push in a random direction of random
+magnitude), projected to the bound. Each takes ``num_iters`` optax steps in a ``lax.scan``;
+bounds hold by projection after every step (``bound_mode="project"``) or by the radial
+reparametrisation ``a = b tanh(|u|/b) u/|u|`` (``"tanh"``), optionally with Gaussian noise of
+std ``action_noise`` added to the iterate after every step (peers use ~0.003, see
+PLANNING-NOTES.md). Every restart remembers its lowest-cost iterate (noise and Adam can make
+the last one worse); the restart with the lowest such cost wins.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jepa_jax.planning.base import (
+    Objective,
+    check_choice,
+    check_float,
+    check_int,
+    clip_by_norm,
+)
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+BOUND_MODES = ("project", "tanh")
+
+DEFAULTS: dict[str, Any] = {
+    "num_iters": 30,
+    "num_restarts": 8,
+    "optimizer": "adam",  # "adam", "adamw" or "sgd"
+    "learning_rate": 0.1,
+    "weight_decay": 1e-4,  # adamw only
+    "momentum": 0.0,  # sgd only; 0 is plain gradient descent
+    "bound_mode": "project",  # "project" (clip after each step) or "tanh" (reparametrise)
+    "action_noise": 0.0,  # std of Gaussian noise added to the iterate after each step
+    "restart_std": 1.0,  # std of the constant offset of restarts k >= 1
+}
+
+# tanh mode: warm-start actions on the bound would map to |u| = inf, where tanh has no
+# gradient; capping |a|/b at 0.95 keeps sech^2 around 0.1 so they can still move.
+_TANH_MAX_RATIO = 0.95
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    """Raises a one-line ValueError on a bad gradient-planner config."""
+    check_int(cfg, "num_iters", 1)
+    check_int(cfg, "num_restarts", 1)
+    check_choice(cfg, "optimizer", OPTIMIZERS)
+    check_float(cfg, "learning_rate", strict=True)
+    check_float(cfg, "weight_decay")
+    check_float(cfg, "momentum")
+    if cfg["momentum"] >= 1:
+        raise ValueError(f"momentum must be in [0, 1), got {cfg['momentum']!r}")
+    check_choice(cfg, "bound_mode", BOUND_MODES)
+    check_float(cfg, "action_noise")
+    check_float(cfg, "restart_std")
+
+
+def make_optimizer(cfg: Any) -> optax.GradientTransformation:
+    """The optax optimizer named by ``cfg.optimizer``."""
+    if cfg.optimizer == "adam":
+        return optax.adam(cfg.learning_rate)
+    if cfg.optimizer == "adamw":
+        return optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return optax.sgd(cfg.learning_rate, momentum=cfg.momentum or None)
+
+
+def squash(u: jax.Array, bound: float) -> jax.Array:
+    """Radial tanh map of R^A onto the open ball of radius ``bound``, identity near 0.
+
+    Args:
+      u: (..., A) unconstrained parameters.
+      bound: radius; ``math.inf`` gives the identity.
+
+    Returns:
+      (..., A) actions ``bound * tanh(|u| / bound) * u / |u|``.
+    """
+    if math.isinf(bound):
+        return u
+    r2 = jnp.sum(jnp.square(u), axis=-1, keepdims=True)
+    r = jnp.sqrt(jnp.where(r2 > 0, r2, 1.0))  # safe norm: finite gradient at u = 0
+    return u * jnp.where(r2 > 0, bound * jnp.tanh(r / bound) / r, 1.0)
+
+
+def unsquash(a: jax.Array, bound: float) -> jax.Array:
+    """Inverse of ``squash`` with ``|a| / bound`` capped at 0.95 (see ``_TANH_MAX_RATIO``).
+
+    Args:
+      a: (..., A) actions.
+      bound: radius; ``math.inf`` gives the identity.
+
+    Returns:
+      (..., A) parameters u.
+    """
+    if math.isinf(bound):
+        return a
+    r2 = jnp.sum(jnp.square(a), axis=-1, keepdims=True)
+    r = jnp.sqrt(jnp.where(r2 > 0, r2, 1.0))
+    ratio = jnp.minimum(r / bound, _TANH_MAX_RATIO)
+    return a * jnp.where(r2 > 0, bound * jnp.arctanh(ratio) / r, 1.0)
+
+
+def optimize(
+    cfg: Any, objective: Objective, init_actions: jax.Array, key: jax.Array
+) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+    """Gradient descent on the action sequence with parallel restarts.
+
+    Args:
+      cfg: validated config (see ``DEFAULTS`` and ``base.COMMON_DEFAULTS``).
+      objective: ``(actions (H, A)) -> scalar``.
+      init_actions: (H, A) warm start.
+      key: PRNG key.
+
+    Returns:
+      ``(actions (H, A), cost_per_iter (num_iters,), {"restart_costs": (num_restarts,)})``;
+      ``cost_per_iter`` belongs to the winning restart.
+    """
+    bound = cfg.action_bound
+    tanh = cfg.bound_mode == "tanh"
+    tx = make_optimizer(cfg)
+
+    def to_actions(u):
+        return squash(u, bound) if tanh else u
+
+    def loss(u):
+        return objective(to_actions(u))
+
+    k_init, k_run = jax.random.split(key)
+    offsets = cfg.restart_std * jax.random.normal(
+        k_init, (cfg.num_restarts, 1, init_actions.shape[-1]), init_actions.dtype
+    )
+    offsets = offsets.at[0].set(0.0)  # restart 0 is the warm start itself
+    inits = clip_by_norm(init_actions[None] + offsets, bound)  # (R, H, A)
+    u_inits = unsquash(inits, bound) if tanh else inits
+
+    def one_restart(u0, key):
+        def step(carry, step_key):
+            u, opt_state, best_u, best_c = carry
+            c, g = jax.value_and_grad(loss)(u)
+            better = c < best_c  # False for NaN: a diverged iterate is never kept
+            best_u = jnp.where(better, u, best_u)
+            best_c = jnp.where(better, c, best_c)
+            updates, opt_state = tx.update(g, opt_state, u)
+            u = optax.apply_updates(u, updates)
+            if cfg.action_noise > 0:
+                u = u + cfg.action_noise * jax.random.normal(step_key, u.shape, u.dtype)
+            if not tanh:
+                u = clip_by_norm(u, bound)
+            return (u, opt_state, best_u, best_c), c
+
+        best_c0 = jnp.asarray(jnp.inf, jax.eval_shape(loss, u0).dtype)  # carry dtype = cost's
+        carry = (u0, tx.init(u0), u0, best_c0)
+        (u, _, best_u, best_c), costs = jax.lax.scan(
+            step, carry, jax.random.split(key, cfg.num_iters)
+        )
+        c_last = loss(u)  # the last update has not been scored yet
+        better = c_last < best_c
+        return (
+            to_actions(jnp.where(better, u, best_u)),
+            costs,
+            jnp.where(better, c_last, best_c),
+        )
+
+    actions, costs, finals = jax.vmap(one_restart)(
+        u_inits, jax.random.split(k_run, cfg.num_restarts)
+    )
+    best = jnp.argmin(jnp.where(jnp.isnan(finals), jnp.inf, finals))
+    return actions[best], costs[best], {"restart_costs": finals}
