@@ -1,6 +1,7 @@
 """Model diagnostics: what a world model must get right before any planner can use it.
 
-* ``probe_r2``: held-out R^2 of a linear probe from frozen embeddings to the agent position.
+* ``probe_r2``: held-out R^2 of a linear probe from frozen embeddings to the agent position
+  (``layout_probe_r2``: the same for the wall's x and the door's y).
 * ``rollout_px_h{k}``: the probe's position error (pixels) along open-loop predictor rollouts.
 * ``wall_violation_rate``: pushed into the middle wall away from the door for 16 steps, the
   fraction of predicted rollouts whose probed position ends on the far side (the real agent
@@ -139,6 +140,12 @@ def evaluate_world_model(wm: WorldModel, params: Any, data: DiagnosticData,
     pos = data.heldout.pos
     probed = np.asarray(probe(emb))
     metrics = {"probe_r2": r2_score(probed.reshape(-1, 2), np.asarray(pos).reshape(-1, 2))}
+    # Can the predictor know where the wall and door are? R^2 of a probe to the layout.
+    lay_train = np.repeat(np.asarray(data.probe_train.layout), emb_train.shape[1], 0)
+    lay_probe = fit_linear_probe(emb_train.reshape(-1, emb_train.shape[-1]), lay_train)
+    lay_true = np.repeat(np.asarray(data.heldout.layout), emb.shape[1], 0)
+    metrics["layout_probe_r2"] = r2_score(np.asarray(lay_probe(emb.reshape(-1, emb.shape[-1]))),
+                                          lay_true)
 
     pred = jax.jit(wm.rollout)(params, emb[:, 0], data.heldout.actions)  # (N, T-1, D)
     pred_pos = np.asarray(probe(pred))

@@ -110,7 +110,8 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
     """Builds a ``WorldModel`` from the ``model`` section of a config.
 
     Keys: ``encoder`` ("conv" | "mlp"), ``stem_factor``, ``channels``, ``num_keypoints``, ``global_dim``,
-    ``keypoint_scale``, ``latent_dim`` (0: concatenation of keypoints and global code),
+    ``keypoint_scale``, ``keypoint_channels`` (empty: shared trunk), ``keypoint_kernel``,
+    ``latent_dim`` (0: concatenation of keypoints and global code),
     ``mlp_hidden`` (MLP encoder), ``predictor_hidden``, ``action_scale``, ``z_dim``,
     ``inverse_dynamics_hidden`` (empty tuple: no inverse-dynamics head).
     """
@@ -119,7 +120,9 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
             raise ValueError(f"conv encoder needs (H, W, C) observations, got {obs_shape}")
         enc = ConvEncoder(stem_factor=cfg.stem_factor, channels=tuple(cfg.channels), num_keypoints=cfg.num_keypoints,
                           global_dim=cfg.global_dim, keypoint_scale=cfg.keypoint_scale,
-                          latent_dim=cfg.latent_dim or None)
+                          latent_dim=cfg.latent_dim or None,
+                          keypoint_channels=(tuple(cfg.keypoint_channels) or None),
+                          keypoint_kernel=cfg.keypoint_kernel)
         latent_dim = cfg.latent_dim or 2 * cfg.num_keypoints + cfg.global_dim
     elif cfg.encoder == "mlp":
         if not cfg.latent_dim:

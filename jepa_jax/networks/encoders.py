@@ -63,6 +63,11 @@ class ConvEncoder(nn.Module):
       keypoint_scale: keypoint coordinates are in units of this many input pixels, so that
         their spread across a batch is of order 1 (VICReg's variance hinge is at 1).
       latent_dim: if set, a final linear map to this size; else the concatenation is returned.
+      keypoint_channels: if set, the keypoints come from a separate full-resolution branch
+        (one ``keypoint_kernel`` conv) that sees only these input channels, e.g. the agent
+        channel of a world that renders moving objects and static layout apart; the global
+        code still sees every channel. None: keypoints from the shared trunk.
+      keypoint_kernel: kernel size of that branch's conv.
 
     Input (..., H, W, C) float images; output (..., 2K + global_dim) or (..., latent_dim).
     """
@@ -73,18 +78,28 @@ class ConvEncoder(nn.Module):
     global_dim: int = 32
     keypoint_scale: float = 8.0
     latent_dim: int | None = None
+    keypoint_channels: tuple[int, ...] | None = None
+    keypoint_kernel: int = 5
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         *batch, h, w, c = x.shape
-        x = space_to_depth(x.reshape(-1, h, w, c), self.stem_factor)
+        images = x.reshape(-1, h, w, c)
+        x = space_to_depth(images, self.stem_factor)
         for ch in self.channels:
             x = nn.gelu(nn.Conv(ch, (3, 3), padding="SAME")(x))
-        kp_maps = nn.Conv(self.num_keypoints, (1, 1))(x)
         temperature = jnp.exp(self.param("log_temperature", nn.initializers.zeros, ()))
-        kp = spatial_softmax(kp_maps, temperature)  # (N, K, 2) in trunk cells
-        # Cell centres: cell i covers input pixels [f*i, f*i + f), centre f*i + (f-1)/2.
-        kp = (kp * self.stem_factor + (self.stem_factor - 1) / 2) / self.keypoint_scale
+        if self.keypoint_channels is None:
+            kp_maps = nn.Conv(self.num_keypoints, (1, 1))(x)
+            kp = spatial_softmax(kp_maps, temperature)  # (N, K, 2) in trunk cells
+            # Cell i covers input pixels [f*i, f*i + f), centre f*i + (f-1)/2.
+            kp = kp * self.stem_factor + (self.stem_factor - 1) / 2
+        else:
+            sel = images[..., list(self.keypoint_channels)]
+            k = self.keypoint_kernel
+            kp_maps = nn.Conv(self.num_keypoints, (k, k), padding="SAME")(sel)
+            kp = spatial_softmax(kp_maps, temperature)  # (N, K, 2) in input pixels
+        kp = kp / self.keypoint_scale
         g = space_to_depth(x, 2)
         g = nn.Dense(self.global_dim)(g.reshape(g.shape[0], -1))
         out = jnp.concatenate([kp.reshape(kp.shape[0], -1), g], -1)

@@ -1,0 +1,97 @@
+r"""Two-Rooms JEPA world model (PLDM's geometry, random wall and door per episode).
+
+Run:
+  python -m jepa_jax.train --config experiments/two_rooms.py --workdir runs/two_rooms
+Presets (``--config experiments/two_rooms.py:<preset>``):
+  default  trains in under 10 minutes on a 2-core CPU
+  tiny     seconds; for tests and smoke runs
+  full     a longer run (about an hour on a 2-core CPU)
+Override any value: ``--config.train.num_steps=500 --config.loss.idm_coeff=10``.
+"""
+
+import ml_collections
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+    preset = preset or "default"
+    c = ml_collections.ConfigDict()
+    c.preset = preset
+    c.seed = 0
+
+    # Environment: PLDM's Two-Rooms geometry (see jepa_jax/envs/two_rooms.py).
+    c.env = ml_collections.ConfigDict(dict(
+        img_size=65, border=4.0, wall_half_width=1.0, door_half_width=4.0,
+        wall_x_range=(20.0, 44.0), door_y_range=(10.0, 54.0), random_layout=True,
+        wall_x=32.0, door_y=32.0, action_bound=2.45, dot_std=1.3, max_steps=200))
+
+    # Offline data from the random exploratory policy (PLDM's defaults).
+    c.data = ml_collections.ConfigDict(dict(
+        num_trajectories=20000, length=17, step_mean=1.0, step_std=0.4, step_min=0.2,
+        step_max=1.8, angle_noise=0.45, cross_wall_rate=0.6))
+
+    c.model = ml_collections.ConfigDict(dict(
+        encoder="conv", stem_factor=4, channels=(32,), num_keypoints=16, global_dim=32,
+        keypoint_scale=8.0, latent_dim=0, mlp_hidden=(128, 128),
+        predictor_hidden=(256, 256, 256), action_scale=0.5, z_dim=0,
+        inverse_dynamics_hidden=(128,)))
+
+    c.loss = ml_collections.ConfigDict(dict(
+        name="jepa", sim_coeff=640.0, std_coeff=10.0, cov_coeff=1.0, regularizer="vicreg",
+        sigreg_coeff=1.0, num_projections=256, idm_coeff=25.0, smoothness_coeff=0.0,
+        straightness_coeff=0.0, temporal_std_coeff=1.0, temporal_std_dims=32))
+
+    c.train = ml_collections.ConfigDict(dict(
+        batch_size=64, num_steps=2400, learning_rate=3e-3, warmup_steps=100,
+        final_lr_fraction=0.01, weight_decay=1e-5, grad_clip=1.0, log_every=50,
+        eval_every=800, checkpoint_every=200, max_to_keep=3, collapse_std_threshold=1e-3))
+
+    c.diagnostics = ml_collections.ConfigDict(dict(
+        seed=12345, num_probe=512, num_heldout=256, num_wall=256))
+
+    # Closed-loop planning (python -m jepa_jax.evaluate): PLDM's Two-Rooms protocol.
+    c.planning = ml_collections.ConfigDict(dict(
+        episodes=100, env_steps=200, replan_every=4, seed=2024, batch_size=100,
+        start_goal_margin=2.6))
+    c.planning.cost = ml_collections.ConfigDict(dict(
+        goal_weight=1.0, goal_mode="dense", goal_discount=0.9, action_weight=0.0))
+    c.planning.gradient = ml_collections.ConfigDict(dict(
+        horizon=40, num_iters=30, num_restarts=16, optimizer="adam", learning_rate=0.3,
+        bound_mode="project", action_noise=0.0, restart_std=2.0, shift=4))
+    # eb_jepa's reference settings: 200 samples, 20 iterations, 20 elites, horizon 90.
+    c.planning.cem = ml_collections.ConfigDict(dict(
+        horizon=90, num_samples=200, num_elites=20, num_iters=20, init_std=1.0, shift=4))
+    c.planning.mppi = ml_collections.ConfigDict(dict(
+        horizon=90, num_samples=200, num_iters=20, temperature=0.01, noise_std=1.0, shift=4))
+
+    if preset == "tiny":
+        c.data.num_trajectories = 256
+        c.model.channels = (8,)
+        c.model.num_keypoints = 4
+        c.model.global_dim = 8
+        c.model.predictor_hidden = (64, 64)
+        c.model.inverse_dynamics_hidden = (32,)
+        c.loss.temporal_std_dims = 8
+        c.loss.sim_coeff = 160.0
+        c.train.batch_size = 16
+        c.train.num_steps = 60
+        c.train.warmup_steps = 10
+        c.train.log_every = 10
+        c.train.eval_every = 0
+        c.train.checkpoint_every = 20
+        c.diagnostics.num_probe = 64
+        c.diagnostics.num_heldout = 32
+        c.diagnostics.num_wall = 32
+        c.planning.episodes = 4
+        c.planning.env_steps = 16
+        c.planning.gradient.horizon = 8
+        c.planning.gradient.num_iters = 5
+        c.planning.gradient.num_restarts = 2
+        c.planning.cem.update(horizon=8, num_samples=16, num_elites=4, num_iters=3)
+        c.planning.mppi.update(horizon=8, num_samples=16, num_iters=3)
+    elif preset == "full":
+        c.data.num_trajectories = 50000
+        c.train.num_steps = 14000
+        c.train.eval_every = 2000
+    elif preset != "default":
+        raise ValueError(f"unknown preset {preset!r}; expected default, tiny or full")
+    return c

@@ -1,0 +1,175 @@
+"""Closed-loop evaluation: receding-horizon planning in the pure-JAX Two-Rooms world.
+
+PLDM's Two-Rooms protocol: start and goal in opposite rooms, ``env_steps`` (200) environment
+steps, success when the mean over x and y of the squared position error falls below 1 px^2
+at some step (within 1.41 px). The planner sees only rendered observations (the current one
+and the goal image); the true state is read after the episode, to score it.
+
+Everything runs under one ``jit``: ``vmap`` over episodes, ``lax.scan`` over replanning
+rounds and over the ``replan_every`` environment steps executed from each plan. Shapes are
+fixed, so memory does not grow over an episode.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jepa_jax.envs import two_rooms
+from jepa_jax.planning.base import Planner, PlannerState
+
+SUCCESS_THRESHOLD_PX2 = 1.0
+
+
+@struct.dataclass
+class Episodes:
+    """Start and goal problems: start (N, 2), goal (N, 2), layout (N, 2) = (wall_x, door_y)."""
+
+    start: jax.Array
+    goal: jax.Array
+    layout: jax.Array
+
+
+def make_episodes(key: jax.Array, num: int, env: two_rooms.EnvParams,
+                  margin: float = 1.0) -> Episodes:
+    """``num`` problems with start and goal drawn uniformly in opposite rooms."""
+    def one(k):
+        kl, ks, kg, kside = jax.random.split(k, 4)
+        wall_x, door_y = two_rooms.sample_layout(kl, env)
+        side = jax.random.bernoulli(kside).astype(jnp.int32)
+        start = two_rooms.sample_free_position(ks, wall_x, env, side, margin)
+        goal = two_rooms.sample_free_position(kg, wall_x, env, 1 - side, margin)
+        return start, goal, jnp.stack([wall_x, door_y])
+
+    start, goal, layout = jax.vmap(one)(jax.random.split(key, num))
+    return Episodes(start=start, goal=goal, layout=layout)
+
+
+def _render(pos, layout, env):
+    return two_rooms.render(two_rooms.make_state(pos, layout[0], layout[1]), env)
+
+
+def make_episode_fn(planner: Planner, env: two_rooms.EnvParams, env_steps: int,
+                    replan_every: int):
+    """Returns ``run(params, start, goal, layout, key) -> (positions (env_steps+1, 2),
+    plans (rounds, H, A))`` for one episode; vmap it over episodes."""
+    if replan_every < 1:
+        raise ValueError(f"replan_every must be >= 1, got {replan_every}")
+    if replan_every > planner.horizon:
+        raise ValueError(f"replan_every ({replan_every}) exceeds the planner horizon "
+                         f"({planner.horizon})")
+    rounds = -(-env_steps // replan_every)
+
+    def run(params, start, goal, layout, key):
+        goal_obs = _render(goal, layout, env)
+        pstate = planner.init_state(action_dim=2)
+
+        def round_fn(carry, k):
+            pos, ps = carry
+            obs = _render(pos, layout, env)
+            actions, info = planner.plan(params, obs, goal_obs, k, ps)
+
+            def env_step(p, a):
+                p = two_rooms.transition(p, a, layout[0], layout[1], env)
+                return p, p
+
+            pos, traj = jax.lax.scan(env_step, pos, actions[:replan_every])
+            return (pos, info["state"]), (traj, actions)
+
+        keys = jax.random.split(key, rounds)
+        _, (trajs, plans) = jax.lax.scan(round_fn, (start, pstate), keys)
+        positions = jnp.concatenate([start[None], trajs.reshape(-1, 2)[:env_steps]], 0)
+        return positions, plans
+
+    return run
+
+
+def make_straight_episode_fn(env: two_rooms.EnvParams, env_steps: int):
+    """The no-model baseline: walk straight toward the goal's true position."""
+    def run(params, start, goal, layout, key):
+        del params, key
+
+        def env_step(p, _):
+            p = two_rooms.transition(p, goal - p, layout[0], layout[1], env)
+            return p, p
+
+        _, traj = jax.lax.scan(env_step, start, None, length=env_steps)
+        return jnp.concatenate([start[None], traj], 0), jnp.zeros((1, 1, 2))
+
+    return run
+
+
+def score(positions: np.ndarray, episodes: Episodes) -> dict[str, Any]:
+    """Outcome metrics from executed positions (N, T+1, 2)."""
+    goal = np.asarray(episodes.goal)[:, None]
+    sq = np.mean((positions - goal) ** 2, axis=-1)  # (N, T+1): mean over x and y
+    success = (sq < SUCCESS_THRESHOLD_PX2).any(axis=1)
+    wall_x = np.asarray(episodes.layout[:, 0])
+    final = positions[:, -1]
+    goal_room = np.asarray(episodes.goal[:, 0]) > wall_x
+    final_room = final[:, 0] > wall_x
+    dist = np.linalg.norm(final - goal[:, 0], axis=-1)
+    first = np.where(success, np.argmax(sq < SUCCESS_THRESHOLD_PX2, axis=1), -1)
+    return {
+        "success_rate": float(success.mean()),
+        "goal_room_rate": float((goal_room == final_room).mean()),
+        "mean_final_distance_px": float(dist.mean()),
+        "median_final_distance_px": float(np.median(dist)),
+        "mean_steps_to_success": float(first[success].mean()) if success.any() else None,
+        "num_episodes": int(len(success)),
+        "success": success.tolist(),
+    }
+
+
+def time_plan_call(planner: Planner, params: Any, env: two_rooms.EnvParams,
+                   episodes: Episodes, repeats: int = 5) -> dict[str, float]:
+    """Milliseconds per compiled single-problem plan call (compilation excluded), and the
+    compiled call's memory footprint as XLA reports it."""
+    obs = _render(episodes.start[0], episodes.layout[0], env)
+    goal = _render(episodes.goal[0], episodes.layout[0], env)
+    state = planner.init_state(action_dim=2)
+    key = jax.random.key(0)
+    compiled = jax.jit(planner.plan).lower(params, obs, goal, key, state).compile()
+    out = compiled(params, obs, goal, key, state)
+    jax.block_until_ready(out)
+    times = []
+    for i in range(repeats):
+        t = time.perf_counter()
+        out = compiled(params, obs, goal, jax.random.key(i + 1), out[1]["state"])
+        jax.block_until_ready(out)
+        times.append(time.perf_counter() - t)
+    result = {"ms_per_plan": 1e3 * float(np.median(times))}
+    try:
+        mem = compiled.memory_analysis()
+        result["plan_temp_bytes"] = int(mem.temp_size_in_bytes)
+        result["plan_total_bytes"] = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes
+                                         + mem.output_size_in_bytes)
+    except Exception:  # noqa: BLE001 - memory analysis is backend-dependent
+        pass
+    return result
+
+
+def run_evaluation(episode_fn, params: Any, episodes: Episodes, key: jax.Array,
+                   batch_size: int = 100) -> tuple[np.ndarray, np.ndarray, float]:
+    """Runs all episodes in jitted, vmapped batches. Returns (positions, plans, seconds)."""
+    fn = jax.jit(jax.vmap(episode_fn, in_axes=(None, 0, 0, 0, 0)))
+    n = episodes.start.shape[0]
+    keys = jax.random.split(key, n)
+    positions, plans = [], []
+    t0 = time.perf_counter()
+    for i in range(0, n, batch_size):
+        sl = slice(i, i + batch_size)
+        pos, pl = fn(params, episodes.start[sl], episodes.goal[sl], episodes.layout[sl],
+                     keys[sl])
+        positions.append(np.asarray(pos))
+        plans.append(np.asarray(pl))
+    return np.concatenate(positions), np.concatenate(plans), time.perf_counter() - t0
+
+
+__all__ = ["Episodes", "PlannerState", "make_episodes", "make_episode_fn",
+           "make_straight_episode_fn", "run_evaluation", "score", "time_plan_call"]

@@ -1,0 +1,122 @@
+"""Evaluate planners on a trained workdir: the library side of ``python -m jepa_jax.evaluate``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from jepa_jax import cost as cost_lib
+from jepa_jax import diagnostics, evaluation
+from jepa_jax.planning import make_planner
+from jepa_jax.training.loop import Experiment, load_trained
+
+MODEL_PLANNERS = ("gradient", "cem", "mppi")
+
+
+def build_planner(exp: Experiment, config: ml_collections.ConfigDict, name: str):
+    """The planner ``name`` with the cost and settings of ``config.planning``."""
+    if name not in MODEL_PLANNERS:
+        raise ValueError(f"unknown planner {name!r}; expected one of {MODEL_PLANNERS} "
+                         f"or 'straight'")
+    cost_fn = cost_lib.make_cost(config.planning.cost)
+    pcfg = config.planning[name].to_dict()
+    pcfg["action_bound"] = float(config.env.action_bound)
+    return make_planner(name, exp.wm, cost_fn, pcfg)
+
+
+def evaluate_workdir(workdir: str | Path, planner_name: str, *, episodes: int | None = None,
+                     seed: int | None = None, overrides=(), write: bool = True,
+                     plot: bool = True) -> dict[str, Any]:
+    """Runs the closed-loop evaluation; writes ``eval_<planner>.json`` (and ``.png``)."""
+    workdir = Path(workdir)
+    config, exp, params = load_trained(workdir, overrides)
+    pc = config.planning
+    n = episodes if episodes is not None else pc.episodes
+    if n < 1:
+        raise ValueError(f"--episodes must be >= 1, got {n}")
+    env = exp.env
+    episodes_ = evaluation.make_episodes(jax.random.key(pc.seed if seed is None else seed), n,
+                                         env, margin=pc.start_goal_margin)
+    budget: dict[str, Any] = {"env_steps": pc.env_steps, "episodes": n}
+    if planner_name == "straight":
+        fn = evaluation.make_straight_episode_fn(env, pc.env_steps)
+        timing: dict[str, Any] = {}
+    else:
+        planner = build_planner(exp, config, planner_name)
+        fn = evaluation.make_episode_fn(planner, env, pc.env_steps, pc.replan_every)
+        budget.update(planner=planner_name, replan_every=pc.replan_every,
+                      plan_calls_per_episode=-(-pc.env_steps // pc.replan_every),
+                      **dict(planner.config), cost=pc.cost.to_dict())
+        timing = evaluation.time_plan_call(planner, params, env, episodes_)
+    # Compile once on a small batch so that eval_seconds measures running, not compiling.
+    t0 = time.perf_counter()
+    batch = min(pc.batch_size, n)
+    positions, plans, secs = evaluation.run_evaluation(
+        fn, params, episodes_, jax.random.key(1), batch_size=batch)
+    total = time.perf_counter() - t0
+    result = evaluation.score(positions, episodes_)
+    success = result.pop("success")
+    result.update(timing)
+    result.update(eval_seconds=total, budget=budget, workdir=str(workdir),
+                  uses_true_state="only to score the outcome after each episode")
+    if write:
+        (workdir / f"eval_{planner_name}.json").write_text(json.dumps(result, indent=2))
+        if plot:
+            _plot(workdir / f"eval_{planner_name}.png", exp, params, episodes_, positions,
+                  plans, success, planner_name, result, config)
+    return result
+
+
+def _plot(path, exp, params, episodes_, positions, plans, success, name, result, config):
+    """A few episodes: executed path, and the first plan decoded by a linear probe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from jepa_jax.training.plots import _draw_walls
+
+    probe = None
+    if name != "straight":
+        diag = diagnostics.make_diagnostic_data(jax.random.key(config.diagnostics.seed),
+                                                exp.env, exp.policy, num_probe=256,
+                                                num_heldout=8, num_wall=8)
+        emb = diagnostics._encode_frames(exp.wm, params, diag.probe_train, exp.env)
+        probe = diagnostics.fit_linear_probe(emb.reshape(-1, emb.shape[-1]),
+                                             diag.probe_train.pos.reshape(-1, 2))
+    num = min(6, positions.shape[0])
+    fig, axes = plt.subplots(1, num, figsize=(3 * num, 3.2))
+    axes = np.atleast_1d(axes)
+    for i in range(num):
+        ax = axes[i]
+        lay = np.asarray(episodes_.layout[i])
+        _draw_walls(ax, lay[0], lay[1])
+        ax.plot(positions[i, :, 0], positions[i, :, 1], "b-", lw=1, label="executed")
+        if probe is not None:
+            from jepa_jax import evaluation as ev
+
+            obs = ev._render(episodes_.start[i], episodes_.layout[i], exp.env)
+            s0 = exp.wm.encode(params, obs)
+            pred = exp.wm.rollout(params, s0, plans[i, 0])
+            pp = np.asarray(probe(pred))
+            ax.plot(pp[:, 0], pp[:, 1], "r.--", ms=2, lw=0.8, label="first plan (probed)")
+        ax.plot(*np.asarray(episodes_.start[i]), "go", ms=5)
+        ax.plot(*np.asarray(episodes_.goal[i]), "r*", ms=9)
+        ax.set_title("success" if success[i] else "failure", fontsize=8)
+        ax.set_xlim(0, 64)
+        ax.set_ylim(64, 0)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0].legend(fontsize=6, loc="lower left")
+    fig.suptitle(f"{name}: success {result['success_rate']:.0%} over "
+                 f"{result['num_episodes']} episodes", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

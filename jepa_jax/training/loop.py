@@ -1,0 +1,274 @@
+"""The training loop: ``train_and_evaluate(config, workdir)``.
+
+One jitted ``update`` step on a plain train-state pytree; data order and randomness are pure
+functions of the step number (``batch_indices(data_key, ..., step)``, ``fold_in(rng, step)``),
+so a run killed at any moment and restarted from its last checkpoint replays exactly the
+batches and random draws an uninterrupted run would have used, and ends with the same
+metrics. Metrics go to ``metrics.jsonl`` and TensorBoard event files in the workdir.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import struct
+
+from jepa_jax import diagnostics
+from jepa_jax.data import offline
+from jepa_jax.envs import two_rooms
+from jepa_jax.training import checkpoint as ckpt_lib
+from jepa_jax.training import metrics as metrics_lib
+from jepa_jax.training import plots
+from jepa_jax.training.objective import get_objective
+from jepa_jax.world_model import WorldModel, make_world_model
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training stopped: non-finite values or representation collapse (message names both
+    the step and the metric)."""
+
+
+@struct.dataclass
+class TrainState:
+    """Everything that changes during training; saved whole in each checkpoint."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    rng: jax.Array
+
+
+def env_params_from_config(cfg: ml_collections.ConfigDict) -> two_rooms.EnvParams:
+    """``EnvParams`` from the config's ``env`` section (validated)."""
+    params = two_rooms.EnvParams(
+        img_size=cfg.img_size, border=cfg.border, wall_half_width=cfg.wall_half_width,
+        door_half_width=cfg.door_half_width, wall_x_range=tuple(cfg.wall_x_range),
+        door_y_range=tuple(cfg.door_y_range), random_layout=cfg.random_layout,
+        wall_x=cfg.wall_x, door_y=cfg.door_y, action_bound=cfg.action_bound,
+        dot_std=cfg.dot_std, max_steps=cfg.max_steps)
+    two_rooms.validate_params(params)
+    return params
+
+
+def policy_params_from_config(cfg: ml_collections.ConfigDict) -> offline.PolicyParams:
+    """Exploration policy of the config's ``data`` section."""
+    return offline.PolicyParams(
+        step_mean=cfg.step_mean, step_std=cfg.step_std, step_min=cfg.step_min,
+        step_max=cfg.step_max, angle_noise=cfg.angle_noise,
+        cross_wall_rate=cfg.cross_wall_rate)
+
+
+def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """AdamW with linear warmup and cosine decay, after global-norm clipping."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, cfg.learning_rate, cfg.warmup_steps, max(cfg.num_steps, cfg.warmup_steps + 1),
+        end_value=cfg.learning_rate * cfg.final_lr_fraction)
+    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
+                       optax.adamw(schedule, weight_decay=cfg.weight_decay))
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """One-line ValueErrors for values that would fail later, before anything is traced."""
+    t, d = config.train, config.data
+    checks = [
+        (t.batch_size >= 2, f"train.batch_size must be >= 2 (batch statistics), got "
+                            f"{t.batch_size}"),
+        (t.num_steps >= 1, f"train.num_steps must be >= 1, got {t.num_steps}"),
+        (t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}"),
+        (d.length >= 2, f"data.length must be >= 2, got {d.length}"),
+        (d.num_trajectories >= t.batch_size,
+         f"data.num_trajectories ({d.num_trajectories}) must be >= train.batch_size "
+         f"({t.batch_size})"),
+        (t.log_every >= 1 and t.checkpoint_every >= 1,
+         "train.log_every and train.checkpoint_every must be >= 1"),
+        (t.eval_every >= 0, f"train.eval_every must be >= 0, got {t.eval_every}"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ValueError(msg)
+    get_objective(config.loss.name)
+
+
+class Experiment:
+    """The pieces of a run built from a config: env, data, model, optimizer, jitted step."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        validate_config(config)
+        self.config = config
+        self.env = env_params_from_config(config.env)
+        self.policy = policy_params_from_config(config.data)
+        obs_shape = (self.env.img_size, self.env.img_size, 2)
+        self.wm: WorldModel = make_world_model(config.model, obs_shape, action_dim=2)
+        self.optimizer = make_optimizer(config.train)
+        self.objective = get_objective(config.loss.name)
+        root = jax.random.key(config.seed)
+        self.data_key, self.init_key, self.rng_key, self.order_key = jax.random.split(root, 4)
+        self._data: offline.Trajectories | None = None
+        self.update = jax.jit(self._update, donate_argnums=(0,))
+
+    @property
+    def data(self) -> offline.Trajectories:
+        """The offline data set, generated on first use (deterministic from the seed)."""
+        if self._data is None:
+            d = self.config.data
+            self._data = offline.generate(self.data_key, d.num_trajectories, d.length,
+                                          self.env, self.policy)
+        return self._data
+
+    def init_state(self) -> TrainState:
+        params = self.wm.init(self.init_key)
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          opt_state=self.optimizer.init(params), rng=self.rng_key)
+
+    def abstract_state(self) -> TrainState:
+        return jax.eval_shape(self.init_state)
+
+    def _update(self, state: TrainState, data: offline.Trajectories):
+        cfg = self.config
+        idx = offline.batch_indices(self.order_key, cfg.data.num_trajectories,
+                                    cfg.train.batch_size, state.step)
+        batch = offline.get_batch(data, idx, self.env)
+        key = jax.random.fold_in(state.rng, state.step)
+
+        def loss_fn(params):
+            return self.objective(self.wm, params, batch, key, cfg.loss)
+
+        (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        aux["grad_norm"] = optax.global_norm(grads)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new_state, aux
+
+
+def _check_health(step: int, metrics: dict[str, float], cfg: ml_collections.ConfigDict):
+    for name, value in metrics.items():
+        if not math.isfinite(value):
+            raise TrainingError(f"non-finite {name}={value} at step {step}; stopping "
+                                f"(the last checkpoint holds finite parameters)")
+    std = metrics.get("embedding_std")
+    if std is not None and std < cfg.train.collapse_std_threshold:
+        raise TrainingError(
+            f"representation collapse at step {step}: embedding_std={std:.2e} < "
+            f"train.collapse_std_threshold={cfg.train.collapse_std_threshold}")
+
+
+def run_diagnostics(exp: Experiment, params: Any, data: diagnostics.DiagnosticData,
+                    workdir: Path | None = None, step: int | None = None) -> dict[str, float]:
+    """Diagnostics metrics; with a workdir also writes the PNGs there."""
+    metrics, arrays = diagnostics.evaluate_world_model(exp.wm, params, data, exp.env)
+    if workdir is not None:
+        plots.save_probe_plot(workdir / "probe.png", arrays, metrics)
+        plots.save_rollout_plot(workdir / "rollouts.png", arrays, metrics)
+    return metrics
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
+                       *, progress: bool = True) -> dict[str, float]:
+    """Trains (or resumes) in ``workdir`` and returns the final metrics."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ckpt_lib.check_config_compatible(workdir, config, keys=("model", "env", "data", "loss",
+                                                           "seed"))
+    exp = Experiment(config)
+    ckpt_lib.save_config(workdir, config)
+    tcfg = config.train
+    checkpointer = ckpt_lib.Checkpointer(workdir / "checkpoints", max_to_keep=tcfg.max_to_keep)
+    state = exp.init_state()
+    start = 0
+    if checkpointer.latest_step() is not None:
+        start, state = checkpointer.restore(exp.abstract_state())
+        log.info("resumed from step %d in %s", start, workdir)
+        print(f"resuming from step {start} in {workdir}", flush=True)
+    writer = metrics_lib.MetricsWriter(workdir, resume_step=start if start else None)
+    diag = diagnostics.make_diagnostic_data(
+        jax.random.key(config.diagnostics.seed), exp.env, exp.policy,
+        num_probe=config.diagnostics.num_probe, num_heldout=config.diagnostics.num_heldout,
+        num_wall=config.diagnostics.num_wall)
+    data = exp.data
+    bar = metrics_lib.ProgressBar(tcfg.num_steps, initial=start, enabled=progress,
+                                  desc="train")
+    pending: list[dict[str, jax.Array]] = []
+    t_last, step_last = time.time(), start
+    final: dict[str, float] = {}
+    try:
+        for step in range(start, tcfg.num_steps):
+            state, aux = exp.update(state, data)
+            pending.append(aux)
+            done = step + 1
+            if done % tcfg.log_every == 0 or done == tcfg.num_steps:
+                host = jax.device_get(pending)
+                mean = {k: float(np.mean([p[k] for p in host])) for k in host[0]}
+                pending = []
+                _check_health(done, mean, config)
+                now = time.time()
+                mean["steps_per_s"] = (done - step_last) / max(now - t_last, 1e-9)
+                mean["frames_per_s"] = mean["steps_per_s"] * tcfg.batch_size * config.data.length
+                t_last, step_last = now, done
+                writer.write_scalars(done, {f"train/{k}": v for k, v in mean.items()})
+                bar.update(done, {"loss": mean["loss"], "std": mean["embedding_std"]})
+            else:
+                bar.update(done)
+            if done % tcfg.checkpoint_every == 0 or done == tcfg.num_steps:
+                checkpointer.save(done, state, force=True)
+            is_eval = tcfg.eval_every and done % tcfg.eval_every == 0
+            if is_eval or done == tcfg.num_steps:
+                final = run_diagnostics(exp, state.params, diag,
+                                        workdir if done == tcfg.num_steps else None, done)
+                writer.write_scalars(done, {f"eval/{k}": v for k, v in final.items()})
+                writer.flush()
+        if not final:  # resumed after the last step: recompute the final diagnostics
+            final = run_diagnostics(exp, state.params, diag, workdir, tcfg.num_steps)
+    finally:
+        bar.close()
+        checkpointer.close()
+        writer.close()
+    (workdir / "final_metrics.json").write_text(json.dumps(final, indent=2))
+    return final
+
+
+def load_trained(workdir: str | Path, overrides=()) -> tuple[ml_collections.ConfigDict,
+                                                              Experiment, Any]:
+    """``(config, experiment, params)`` of the model trained in ``workdir`` (latest
+    checkpoint). ``overrides`` (``--config.a.b=v`` strings) may change non-model settings,
+    e.g. planning. Raises FileNotFoundError / CheckpointError with a one-line message."""
+    from jepa_jax import configs
+
+    workdir = Path(workdir)
+    if not (workdir / "config.json").exists():
+        raise FileNotFoundError(f"no trained model in {workdir}: config.json is missing "
+                                f"(train first with python -m jepa_jax.train)")
+    config = ckpt_lib.load_config(workdir)
+    _tuples(config)
+    config.lock()
+    configs.apply_overrides(config, overrides)
+    exp = Experiment(config)
+    checkpointer = ckpt_lib.Checkpointer(workdir / "checkpoints", max_to_keep=10 ** 6)
+    try:
+        if checkpointer.latest_step() is None:
+            raise FileNotFoundError(f"no trained model in {workdir}: no checkpoint")
+        _, state = checkpointer.restore(exp.abstract_state())
+    finally:
+        checkpointer.close()
+    return config, exp, state.params
+
+
+def _tuples(config: ml_collections.ConfigDict) -> None:
+    """JSON turns tuples into lists; the modules expect tuples (hashable, static)."""
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            _tuples(value)
+        elif isinstance(value, list):
+            config[key] = tuple(value)

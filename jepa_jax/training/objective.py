@@ -1,0 +1,92 @@
+"""Training objectives: how a world model and a batch become a scalar loss.
+
+An objective is a pure function ``(wm, params, batch, key, cfg) -> (loss, aux)`` where
+``cfg`` is the config's ``loss`` section and ``aux`` maps names to scalars for logging. The
+default, ``"jepa"``, rolls the predictor out from the first frame over the whole trajectory
+and applies :func:`jepa_jax.losses.jepa_multistep_loss` (VICReg or SIGReg regularisation
+across batch and time, as PLDM does), plus the optional regularisers the config switches on.
+
+Register your own with :func:`register_objective` and select it with
+``--config.loss.name=<name>``; see the README.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jepa_jax import losses
+from jepa_jax.data.offline import Batch
+from jepa_jax.world_model import WorldModel
+
+Objective = Callable[[WorldModel, Any, Batch, jax.Array, ml_collections.ConfigDict],
+                     tuple[jax.Array, dict[str, jax.Array]]]
+
+_OBJECTIVES: dict[str, Objective] = {}
+
+
+def register_objective(name: str) -> Callable[[Objective], Objective]:
+    """Decorator adding an objective under ``name`` (selected by ``config.loss.name``)."""
+    def wrap(fn: Objective) -> Objective:
+        _OBJECTIVES[name] = fn
+        return fn
+    return wrap
+
+
+def get_objective(name: str) -> Objective:
+    """The objective registered as ``name``; ValueError listing the known ones otherwise."""
+    if name not in _OBJECTIVES:
+        raise ValueError(f"unknown loss.name {name!r}; registered objectives: "
+                         f"{sorted(_OBJECTIVES)}")
+    return _OBJECTIVES[name]
+
+
+def embedding_std(embeddings: jax.Array) -> jax.Array:
+    """Mean over dimensions of the per-dimension std across all other axes: (..., D) -> ().
+
+    The collapse monitor: it falls towards 0 when the encoder maps everything to one point.
+    """
+    flat = embeddings.reshape(-1, embeddings.shape[-1])
+    return jnp.mean(jnp.std(flat, axis=0))
+
+
+@register_objective("jepa")
+def jepa_objective(wm: WorldModel, params: Any, batch: Batch, key: jax.Array,
+                   cfg: ml_collections.ConfigDict) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Multistep JEPA loss with optional inverse-dynamics and temporal regularisers.
+
+    Config keys (``loss`` section): ``sim_coeff``, ``std_coeff``, ``cov_coeff``,
+    ``regularizer`` ("vicreg" | "sigreg" | "none"), ``sigreg_coeff``, ``num_projections``,
+    ``idm_coeff`` (inverse dynamics), ``smoothness_coeff`` (temporal smoothness),
+    ``straightness_coeff`` (temporal straightening), ``temporal_std_coeff`` and
+    ``temporal_std_dims`` (a variance hinge over *time* within each trajectory on the first
+    ``temporal_std_dims`` latent dimensions, 0 meaning all: PLDM's ``std_coeff_t``, which
+    keeps those dimensions tracking what moves).
+    """
+    emb = wm.encode(params, batch.obs)  # (B, T, D)
+    pred = wm.rollout(params, emb[:, 0], batch.actions)  # (B, T-1, D)
+    loss, aux = losses.jepa_multistep_loss(
+        pred, emb, sim_coeff=cfg.sim_coeff, std_coeff=cfg.std_coeff, cov_coeff=cfg.cov_coeff,
+        regularizer=cfg.regularizer, sigreg_key=key, sigreg_coeff=cfg.sigreg_coeff,
+        num_projections=cfg.num_projections)
+    if cfg.idm_coeff:
+        act = wm.inverse_dynamics(params, emb[:, :-1], emb[:, 1:])
+        aux["inverse_dynamics"] = losses.inverse_dynamics_loss(act, batch.actions)
+        loss = loss + cfg.idm_coeff * aux["inverse_dynamics"]
+    if cfg.smoothness_coeff:
+        aux["smoothness"] = losses.temporal_smoothness_loss(emb)
+        loss = loss + cfg.smoothness_coeff * aux["smoothness"]
+    if cfg.straightness_coeff:
+        aux["straightness"] = losses.temporal_straightness_loss(emb)
+        loss = loss + cfg.straightness_coeff * aux["straightness"]
+    if cfg.temporal_std_coeff:
+        dims = cfg.temporal_std_dims or emb.shape[-1]
+        aux["temporal_variance"] = losses.variance_loss(emb[..., :dims])  # over T, per trajectory
+        loss = loss + cfg.temporal_std_coeff * aux["temporal_variance"]
+    aux["embedding_std"] = embedding_std(emb)
+    aux["loss"] = loss
+    return loss, aux
