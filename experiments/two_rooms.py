@@ -30,15 +30,18 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         step_max=1.8, angle_noise=0.45, cross_wall_rate=0.6))
 
     c.model = ml_collections.ConfigDict(dict(
-        encoder="conv", stem_factor=4, channels=(32,), num_keypoints=16, global_dim=32,
-        keypoint_scale=8.0, latent_dim=0, mlp_hidden=(128, 128),
+        encoder="conv", stem_factor=4, channels=(32,), num_keypoints=1, global_dim=32,
+        keypoint_scale=8.0, keypoint_channels=(0,), keypoint_kernel=5,
+        keypoint_init_temperature=0.02, latent_dim=0,
+        mlp_hidden=(128, 128),
         predictor_hidden=(256, 256, 256), action_scale=0.5, z_dim=0,
         inverse_dynamics_hidden=(128,)))
 
     c.loss = ml_collections.ConfigDict(dict(
-        name="jepa", sim_coeff=640.0, std_coeff=10.0, cov_coeff=1.0, regularizer="vicreg",
-        sigreg_coeff=1.0, num_projections=256, idm_coeff=25.0, smoothness_coeff=0.0,
-        straightness_coeff=0.0, temporal_std_coeff=1.0, temporal_std_dims=32))
+        name="jepa", sim_coeff=340.0, std_coeff=10.0, cov_coeff=1.0, regularizer="vicreg",
+        sigreg_coeff=1.0, num_projections=256, idm_coeff=50.0, smoothness_coeff=0.0,
+        straightness_coeff=0.0, temporal_std_coeff=1.0, temporal_std_dims=2,
+        pred_grad_scale_keypoints=0.05, pred_grad_scale_global=1.0))
 
     c.train = ml_collections.ConfigDict(dict(
         batch_size=64, num_steps=2400, learning_rate=3e-3, warmup_steps=100,
@@ -66,12 +69,10 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     if preset == "tiny":
         c.data.num_trajectories = 256
         c.model.channels = (8,)
-        c.model.num_keypoints = 4
         c.model.global_dim = 8
         c.model.predictor_hidden = (64, 64)
         c.model.inverse_dynamics_hidden = (32,)
-        c.loss.temporal_std_dims = 8
-        c.loss.sim_coeff = 160.0
+        c.loss.sim_coeff = 100.0
         c.train.batch_size = 16
         c.train.num_steps = 60
         c.train.warmup_steps = 10

@@ -120,14 +120,27 @@ def make_diagnostic_data(key: jax.Array, env: two_rooms.EnvParams,
 def _encode_frames(wm: WorldModel, params, trajs: offline.Trajectories,
                    env: two_rooms.EnvParams, chunk: int = 64) -> jax.Array:
     """Embeddings (N, T, D) of every frame, in chunks of trajectories to bound memory."""
-    @jax.jit
-    def enc(sub):
-        return wm.encode(params, offline.render_batch(sub, env))
-
     out = []
     for i in range(0, trajs.num_trajectories, chunk):
-        out.append(enc(jax.tree.map(lambda x: x[i:i + chunk], trajs)))
+        sub = jax.tree.map(lambda x, i=i: x[i:i + chunk], trajs)
+        out.append(_encode_chunk(wm, params, sub, env))
     return jnp.concatenate(out, 0)
+
+
+@jax.jit
+def _encode_chunk(wm, params, sub, env):
+    # wm carries only static fields, so it is part of the cache key, not a traced value.
+    return wm.encode(params, offline.render_batch(sub, env))
+
+
+@jax.jit
+def _rollout(wm, params, s0, actions):
+    return wm.rollout(params, s0, actions)
+
+
+@jax.jit
+def _encode(wm, params, obs):
+    return wm.encode(params, obs)
 
 
 def evaluate_world_model(wm: WorldModel, params: Any, data: DiagnosticData,
@@ -147,7 +160,7 @@ def evaluate_world_model(wm: WorldModel, params: Any, data: DiagnosticData,
     metrics["layout_probe_r2"] = r2_score(np.asarray(lay_probe(emb.reshape(-1, emb.shape[-1]))),
                                           lay_true)
 
-    pred = jax.jit(wm.rollout)(params, emb[:, 0], data.heldout.actions)  # (N, T-1, D)
+    pred = _rollout(wm, params, emb[:, 0], data.heldout.actions)  # (N, T-1, D)
     pred_pos = np.asarray(probe(pred))
     err = np.linalg.norm(pred_pos - np.asarray(pos[:, 1:]), axis=-1)  # (N, T-1)
     for h in ROLLOUT_HORIZONS:
@@ -156,8 +169,8 @@ def evaluate_world_model(wm: WorldModel, params: Any, data: DiagnosticData,
 
     obs0 = two_rooms.render_positions(data.wall_start, data.wall_layout[:, 0],
                                       data.wall_layout[:, 1], env)
-    s0 = jax.jit(wm.encode)(params, obs0)
-    wall_pred = jax.jit(wm.rollout)(params, s0, data.wall_actions)
+    s0 = _encode(wm, params, obs0)
+    wall_pred = _rollout(wm, params, s0, data.wall_actions)
     wall_pos = np.asarray(probe(wall_pred))
     start_side = np.sign(np.asarray(data.wall_start[:, 0] - data.wall_layout[:, 0]))
     end_side = np.sign(wall_pos[:, -1, 0] - np.asarray(data.wall_layout[:, 0]))

@@ -38,6 +38,7 @@ class WorldModel:
     action_dim: int = struct.field(pytree_node=False)
     latent_dim: int = struct.field(pytree_node=False)
     z_dim: int = struct.field(pytree_node=False, default=0)
+    keypoint_dims: int = struct.field(pytree_node=False, default=0)  # leading latent dims
 
     def init(self, key: jax.Array) -> Params:
         """Initial parameters (a dict of pytrees)."""
@@ -109,26 +110,30 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
                      action_dim: int) -> WorldModel:
     """Builds a ``WorldModel`` from the ``model`` section of a config.
 
-    Keys: ``encoder`` ("conv" | "mlp"), ``stem_factor``, ``channels``, ``num_keypoints``, ``global_dim``,
-    ``keypoint_scale``, ``keypoint_channels`` (empty: shared trunk), ``keypoint_kernel``,
-    ``latent_dim`` (0: concatenation of keypoints and global code),
+    Keys: ``encoder`` ("conv" | "mlp"), ``stem_factor``, ``channels``, ``num_keypoints``,
+    ``global_dim``, ``keypoint_scale``, ``keypoint_channels`` (empty: shared trunk),
+    ``keypoint_kernel``, ``keypoint_init_temperature``, ``latent_dim`` (0: concatenation of
+    keypoints and global code),
     ``mlp_hidden`` (MLP encoder), ``predictor_hidden``, ``action_scale``, ``z_dim``,
     ``inverse_dynamics_hidden`` (empty tuple: no inverse-dynamics head).
     """
     if cfg.encoder == "conv":
         if len(obs_shape) != 3:
             raise ValueError(f"conv encoder needs (H, W, C) observations, got {obs_shape}")
-        enc = ConvEncoder(stem_factor=cfg.stem_factor, channels=tuple(cfg.channels), num_keypoints=cfg.num_keypoints,
-                          global_dim=cfg.global_dim, keypoint_scale=cfg.keypoint_scale,
-                          latent_dim=cfg.latent_dim or None,
-                          keypoint_channels=(tuple(cfg.keypoint_channels) or None),
-                          keypoint_kernel=cfg.keypoint_kernel)
+        enc = ConvEncoder(
+            stem_factor=cfg.stem_factor, channels=tuple(cfg.channels),
+            num_keypoints=cfg.num_keypoints, global_dim=cfg.global_dim,
+            keypoint_scale=cfg.keypoint_scale, latent_dim=cfg.latent_dim or None,
+            keypoint_channels=(tuple(cfg.keypoint_channels) or None),
+            keypoint_kernel=cfg.keypoint_kernel, init_temperature=cfg.keypoint_init_temperature)
         latent_dim = cfg.latent_dim or 2 * cfg.num_keypoints + cfg.global_dim
+        keypoint_dims = 0 if cfg.latent_dim else 2 * cfg.num_keypoints
     elif cfg.encoder == "mlp":
         if not cfg.latent_dim:
             raise ValueError("model.latent_dim must be > 0 for the mlp encoder")
         enc = MLPEncoder(hidden=tuple(cfg.mlp_hidden), latent_dim=cfg.latent_dim)
         latent_dim = cfg.latent_dim
+        keypoint_dims = 0
     else:
         raise ValueError(f"unknown model.encoder {cfg.encoder!r}; expected 'conv' or 'mlp'")
     pred = MLPPredictor(hidden=tuple(cfg.predictor_hidden), action_scale=cfg.action_scale,
@@ -136,4 +141,5 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
     inv = (InverseDynamics(action_dim=action_dim, hidden=tuple(cfg.inverse_dynamics_hidden))
            if len(cfg.inverse_dynamics_hidden) else None)
     return WorldModel(encoder=enc, predictor=pred, inverse=inv, obs_shape=tuple(obs_shape),
-                      action_dim=action_dim, latent_dim=latent_dim, z_dim=cfg.z_dim)
+                      action_dim=action_dim, latent_dim=latent_dim, z_dim=cfg.z_dim,
+                      keypoint_dims=keypoint_dims)

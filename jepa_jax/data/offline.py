@@ -14,6 +14,7 @@ True states are for probing and evaluation only; the world model never trains on
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -123,9 +124,14 @@ def generate(key: jax.Array, num_trajectories: int, length: int,
     policy = policy or PolicyParams()
     two_rooms.validate_params(env)
     keys = jax.random.split(key, num_trajectories)
-    fn = jax.jit(jax.vmap(lambda k: _one_trajectory(k, length, env, policy)))
-    pos, layout, actions = fn(keys)
+    pos, layout, actions = _generate(keys, length, env, policy)
     return Trajectories(pos=pos, layout=layout, actions=actions)
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _generate(keys, length, env, policy):
+    # Module-level jit: env and policy are pytree arguments, so it compiles once per shape.
+    return jax.vmap(lambda k: _one_trajectory(k, length, env, policy))(keys)
 
 
 def render_batch(trajs: Trajectories, env: two_rooms.EnvParams) -> jax.Array:

@@ -47,6 +47,15 @@ def space_to_depth(x: jax.Array, factor: int) -> jax.Array:
     return x.reshape(n, h, w, factor * factor * c)
 
 
+def _blur_init(noise: float):
+    """Kernel init: a box blur (normalised over the window and input channels) plus noise."""
+    def init(key, shape, dtype=jnp.float32):
+        kh, kw, cin, _ = shape
+        box = jnp.full(shape, 1.0 / (kh * kw * cin), dtype)
+        return box * (1.0 + noise * jax.random.normal(key, shape, dtype))
+    return init
+
+
 class ConvEncoder(nn.Module):
     """Pixel encoder: a space-to-depth stem and conv trunk, then keypoints and a global code.
 
@@ -67,7 +76,10 @@ class ConvEncoder(nn.Module):
         (one ``keypoint_kernel`` conv) that sees only these input channels, e.g. the agent
         channel of a world that renders moving objects and static layout apart; the global
         code still sees every channel. None: keypoints from the shared trunk.
-      keypoint_kernel: kernel size of that branch's conv.
+      keypoint_kernel: kernel size of that branch's conv. Its kernels start as a box blur
+        (plus noise), so each keypoint starts on the bright blob it is meant to follow.
+      init_temperature: initial softmax temperature of the keypoints; low values start them
+        sharp, so they move with the object from the first step.
 
     Input (..., H, W, C) float images; output (..., 2K + global_dim) or (..., latent_dim).
     """
@@ -80,6 +92,7 @@ class ConvEncoder(nn.Module):
     latent_dim: int | None = None
     keypoint_channels: tuple[int, ...] | None = None
     keypoint_kernel: int = 5
+    init_temperature: float = 1.0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -88,7 +101,8 @@ class ConvEncoder(nn.Module):
         x = space_to_depth(images, self.stem_factor)
         for ch in self.channels:
             x = nn.gelu(nn.Conv(ch, (3, 3), padding="SAME")(x))
-        temperature = jnp.exp(self.param("log_temperature", nn.initializers.zeros, ()))
+        temperature = jnp.exp(self.param(
+            "log_temperature", nn.initializers.constant(jnp.log(self.init_temperature)), ()))
         if self.keypoint_channels is None:
             kp_maps = nn.Conv(self.num_keypoints, (1, 1))(x)
             kp = spatial_softmax(kp_maps, temperature)  # (N, K, 2) in trunk cells
@@ -97,7 +111,8 @@ class ConvEncoder(nn.Module):
         else:
             sel = images[..., list(self.keypoint_channels)]
             k = self.keypoint_kernel
-            kp_maps = nn.Conv(self.num_keypoints, (k, k), padding="SAME")(sel)
+            kp_maps = nn.Conv(self.num_keypoints, (k, k), padding="SAME",
+                              kernel_init=_blur_init(0.1))(sel)
             kp = spatial_softmax(kp_maps, temperature)  # (N, K, 2) in input pixels
         kp = kp / self.keypoint_scale
         g = space_to_depth(x, 2)

@@ -3,10 +3,14 @@
 ``num_restarts`` sequences are optimised in parallel with ``jax.vmap``: restart 0 starts from
 the warm start, restart k >= 1 from the warm start plus a random constant offset
 ``c_k ~ N(0, restart_std^2 I_A)`` (a straight-line push in a random direction of random
-magnitude), projected to the bound. Each takes ``num_iters`` optax steps in a ``lax.scan``;
-bounds hold by projection after every step (``bound_mode="project"``) or by the radial
-reparametrisation ``a = b tanh(|u|/b) u/|u|`` (``"tanh"``), optionally with Gaussian noise of
-std ``action_noise`` added to the iterate after every step (peers use ~0.003, see
+magnitude), projected to the bound (``restart_init="offset"``), or, with
+``restart_init="segments"``, from a random two-segment path: full-bound steps in one random
+direction for a random number of steps, then in another (a detour shape, which a path
+around an obstacle needs and a straight push cannot give). Each takes ``num_iters`` optax
+steps in a ``lax.scan``; bounds hold by projection after every step
+(``bound_mode="project"``) or by the radial reparametrisation
+``a = b tanh(|u|/b) u/|u|`` (``"tanh"``), optionally with Gaussian noise of std
+``action_noise`` added to the iterate after every step (peers use ~0.003, see
 PLANNING-NOTES.md). Every restart remembers its lowest-cost iterate (noise and Adam can make
 the last one worse); the restart with the lowest such cost wins.
 """
@@ -40,8 +44,11 @@ DEFAULTS: dict[str, Any] = {
     "momentum": 0.0,  # sgd only; 0 is plain gradient descent
     "bound_mode": "project",  # "project" (clip after each step) or "tanh" (reparametrise)
     "action_noise": 0.0,  # std of Gaussian noise added to the iterate after each step
-    "restart_std": 1.0,  # std of the constant offset of restarts k >= 1
+    "restart_std": 1.0,  # std of the constant offset of restarts k >= 1 ("offset" init)
+    "restart_init": "offset",  # "offset" or "segments" (see module docstring)
 }
+
+RESTART_INITS = ("offset", "segments")
 
 # tanh mode: warm-start actions on the bound would map to |u| = inf, where tanh has no
 # gradient; capping |a|/b at 0.95 keeps sech^2 around 0.1 so they can still move.
@@ -61,6 +68,7 @@ def validate(cfg: dict[str, Any]) -> None:
     check_choice(cfg, "bound_mode", BOUND_MODES)
     check_float(cfg, "action_noise")
     check_float(cfg, "restart_std")
+    check_choice(cfg, "restart_init", RESTART_INITS)
 
 
 def make_optimizer(cfg: Any) -> optax.GradientTransformation:
@@ -107,6 +115,26 @@ def unsquash(a: jax.Array, bound: float) -> jax.Array:
     return a * jnp.where(r2 > 0, bound * jnp.arctanh(ratio) / r, 1.0)
 
 
+def _segment_inits(key: jax.Array, num: int, init_actions: jax.Array, bound: float,
+                   scale: float) -> jax.Array:
+    """(num, H, A) two-segment sequences: direction d1 for the first n steps, then d2.
+
+    Step length is ``bound`` (or ``scale`` when the bound is infinite); directions uniform
+    on the circle for A = 2 (Gaussian directions otherwise), n uniform in [1, H].
+    """
+    horizon, dim = init_actions.shape
+    k1, k2, k3 = jax.random.split(key, 3)
+
+    def unit(k):
+        v = jax.random.normal(k, (num, 1, dim), init_actions.dtype)
+        return v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-9)
+
+    length = scale if math.isinf(bound) else bound
+    switch = jax.random.randint(k3, (num, 1, 1), 1, horizon + 1)
+    t = jnp.arange(horizon)[None, :, None]
+    return length * jnp.where(t < switch, unit(k1), unit(k2))
+
+
 def optimize(
     cfg: Any, objective: Objective, init_actions: jax.Array, key: jax.Array
 ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
@@ -133,11 +161,15 @@ def optimize(
         return objective(to_actions(u))
 
     k_init, k_run = jax.random.split(key)
-    offsets = cfg.restart_std * jax.random.normal(
-        k_init, (cfg.num_restarts, 1, init_actions.shape[-1]), init_actions.dtype
-    )
-    offsets = offsets.at[0].set(0.0)  # restart 0 is the warm start itself
-    inits = clip_by_norm(init_actions[None] + offsets, bound)  # (R, H, A)
+    if cfg.restart_init == "segments":
+        inits = _segment_inits(k_init, cfg.num_restarts, init_actions, bound, cfg.restart_std)
+    else:
+        offsets = cfg.restart_std * jax.random.normal(
+            k_init, (cfg.num_restarts, 1, init_actions.shape[-1]), init_actions.dtype
+        )
+        inits = init_actions[None] + offsets
+    inits = inits.at[0].set(init_actions)  # restart 0 is the warm start itself
+    inits = clip_by_norm(inits, bound)  # (R, H, A)
     u_inits = unsquash(inits, bound) if tanh else inits
 
     def one_restart(u0, key):

@@ -176,8 +176,13 @@ def run_diagnostics(exp: Experiment, params: Any, data: diagnostics.DiagnosticDa
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
-                       *, progress: bool = True) -> dict[str, float]:
-    """Trains (or resumes) in ``workdir`` and returns the final metrics."""
+                       *, progress: bool = True,
+                       stop_after: int | None = None) -> dict[str, float]:
+    """Trains (or resumes) in ``workdir`` and returns the final metrics.
+
+    ``stop_after``: simulate an interruption by raising ``KeyboardInterrupt`` once that
+    step has run (tests use it to check that resuming reproduces an uninterrupted run).
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt_lib.check_config_compatible(workdir, config, keys=("model", "env", "data", "loss",
@@ -185,6 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     exp = Experiment(config)
     ckpt_lib.save_config(workdir, config)
     tcfg = config.train
+    final_path = workdir / "final_metrics.json"
     checkpointer = ckpt_lib.Checkpointer(workdir / "checkpoints", max_to_keep=tcfg.max_to_keep)
     state = exp.init_state()
     start = 0
@@ -218,24 +224,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                 mean["frames_per_s"] = mean["steps_per_s"] * tcfg.batch_size * config.data.length
                 t_last, step_last = now, done
                 writer.write_scalars(done, {f"train/{k}": v for k, v in mean.items()})
+                writer.flush()
                 bar.update(done, {"loss": mean["loss"], "std": mean["embedding_std"]})
             else:
                 bar.update(done)
             if done % tcfg.checkpoint_every == 0 or done == tcfg.num_steps:
                 checkpointer.save(done, state, force=True)
+            if stop_after is not None and done >= stop_after:
+                raise KeyboardInterrupt(f"stop_after={stop_after}")
             is_eval = tcfg.eval_every and done % tcfg.eval_every == 0
             if is_eval or done == tcfg.num_steps:
                 final = run_diagnostics(exp, state.params, diag,
                                         workdir if done == tcfg.num_steps else None, done)
                 writer.write_scalars(done, {f"eval/{k}": v for k, v in final.items()})
                 writer.flush()
-        if not final:  # resumed after the last step: recompute the final diagnostics
-            final = run_diagnostics(exp, state.params, diag, workdir, tcfg.num_steps)
+        if not final:  # resumed after the last step
+            if final_path.exists():
+                final = json.loads(final_path.read_text())
+            else:
+                final = run_diagnostics(exp, state.params, diag, workdir, tcfg.num_steps)
     finally:
         bar.close()
         checkpointer.close()
         writer.close()
-    (workdir / "final_metrics.json").write_text(json.dumps(final, indent=2))
+    final_path.write_text(json.dumps(final, indent=2))
     return final
 
 

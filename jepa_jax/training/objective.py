@@ -54,6 +54,27 @@ def embedding_std(embeddings: jax.Array) -> jax.Array:
     return jnp.mean(jnp.std(flat, axis=0))
 
 
+def scale_prediction_gradient(emb: jax.Array, keypoint_dims: int, keypoint_scale: float,
+                              global_scale: float) -> jax.Array:
+    """Same values as ``emb`` (..., D); the gradient flowing back through them into the
+    encoder is scaled by ``keypoint_scale`` on the first ``keypoint_dims`` dimensions and by
+    ``global_scale`` on the rest (1 and 1: plain JEPA; 0: the prediction loss trains only
+    the predictor through those dimensions).
+
+    Why: the prediction term rewards latents that are easy to predict, and what moves is
+    the hardest to predict; at full strength it drags keypoints off the agent onto static
+    walls (measured: probe R^2 from 0.97 to 0.19 in 4 minutes). A small scale on the
+    keypoints keeps them on what moves while the global code still learns, from the
+    prediction error, the layout that the dynamics depend on.
+    """
+    scale = jnp.concatenate([jnp.full((keypoint_dims,), keypoint_scale, emb.dtype),
+                             jnp.full((emb.shape[-1] - keypoint_dims,), global_scale,
+                                      emb.dtype)])
+    if keypoint_scale == 1.0 and global_scale == 1.0:
+        return emb
+    return scale * emb + (1.0 - scale) * jax.lax.stop_gradient(emb)
+
+
 @register_objective("jepa")
 def jepa_objective(wm: WorldModel, params: Any, batch: Batch, key: jax.Array,
                    cfg: ml_collections.ConfigDict) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -65,12 +86,15 @@ def jepa_objective(wm: WorldModel, params: Any, batch: Batch, key: jax.Array,
     ``straightness_coeff`` (temporal straightening), ``temporal_std_coeff`` and
     ``temporal_std_dims`` (a variance hinge over *time* within each trajectory on the first
     ``temporal_std_dims`` latent dimensions, 0 meaning all: PLDM's ``std_coeff_t``, which
-    keeps those dimensions tracking what moves).
+    keeps those dimensions tracking what moves), ``pred_grad_scale_keypoints`` and
+    ``pred_grad_scale_global`` (see :func:`scale_prediction_gradient`).
     """
     emb = wm.encode(params, batch.obs)  # (B, T, D)
-    pred = wm.rollout(params, emb[:, 0], batch.actions)  # (B, T-1, D)
+    emb_pred = scale_prediction_gradient(emb, wm.keypoint_dims, cfg.pred_grad_scale_keypoints,
+                                         cfg.pred_grad_scale_global)
+    pred = wm.rollout(params, emb_pred[:, 0], batch.actions)  # (B, T-1, D)
     loss, aux = losses.jepa_multistep_loss(
-        pred, emb, sim_coeff=cfg.sim_coeff, std_coeff=cfg.std_coeff, cov_coeff=cfg.cov_coeff,
+        pred, emb_pred, sim_coeff=cfg.sim_coeff, std_coeff=cfg.std_coeff, cov_coeff=cfg.cov_coeff,
         regularizer=cfg.regularizer, sigreg_key=key, sigreg_coeff=cfg.sigreg_coeff,
         num_projections=cfg.num_projections)
     if cfg.idm_coeff:
