@@ -24,23 +24,27 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         wall_x_range=(20.0, 44.0), door_y_range=(10.0, 54.0), random_layout=True,
         wall_x=32.0, door_y=32.0, action_bound=2.45, dot_std=1.3, max_steps=200))
 
-    # Offline data from the random exploratory policy (PLDM's defaults).
+    # Offline data from the random exploratory policy (PLDM's generator). Steps cover the
+    # planner's whole action range (up to 2.45), and headings drift slowly so that the data
+    # shows sustained pushes into the wall: with PLDM's own settings (steps <= 1.8, more
+    # heading noise, 60% door crossings) even a predictor given the true state learned to
+    # walk through the wall (84% violations; 1.4% with these settings; see the issue notes).
     c.data = ml_collections.ConfigDict(dict(
-        num_trajectories=20000, length=17, step_mean=1.0, step_std=0.4, step_min=0.2,
-        step_max=1.8, angle_noise=0.45, cross_wall_rate=0.6))
+        num_trajectories=20000, length=17, step_mean=1.2, step_std=0.4, step_min=0.2,
+        step_max=2.45, angle_noise=0.2, cross_wall_rate=0.2))
 
     c.model = ml_collections.ConfigDict(dict(
         encoder="conv", stem_factor=4, channels=(32,), num_keypoints=1, global_dim=32,
         keypoint_scale=8.0, keypoint_channels=(0,), keypoint_kernel=5,
-        keypoint_init_temperature=0.02, latent_dim=0,
+        keypoint_init_temperature=0.02, layout_keypoints=0, latent_dim=0,
         mlp_hidden=(128, 128),
         predictor_hidden=(256, 256, 256), action_scale=0.5, z_dim=0,
         inverse_dynamics_hidden=(128,)))
 
     c.loss = ml_collections.ConfigDict(dict(
         name="jepa", sim_coeff=340.0, std_coeff=10.0, cov_coeff=1.0, regularizer="vicreg",
-        sigreg_coeff=1.0, num_projections=256, idm_coeff=50.0, smoothness_coeff=0.0,
-        straightness_coeff=0.0, temporal_std_coeff=1.0, temporal_std_dims=2,
+        sigreg_coeff=1.0, num_projections=256, idm_coeff=50.0, smoothness_coeff=10.0,
+        straightness_coeff=0.0, temporal_std_coeff=1.0,
         pred_grad_scale_keypoints=0.05, pred_grad_scale_global=1.0))
 
     c.train = ml_collections.ConfigDict(dict(

@@ -112,8 +112,8 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
 
     Keys: ``encoder`` ("conv" | "mlp"), ``stem_factor``, ``channels``, ``num_keypoints``,
     ``global_dim``, ``keypoint_scale``, ``keypoint_channels`` (empty: shared trunk),
-    ``keypoint_kernel``, ``keypoint_init_temperature``, ``latent_dim`` (0: concatenation of
-    keypoints and global code),
+    ``keypoint_kernel``, ``keypoint_init_temperature``, ``layout_keypoints``, ``latent_dim``
+    (0: concatenation of keypoints, layout keypoints and global code),
     ``mlp_hidden`` (MLP encoder), ``predictor_hidden``, ``action_scale``, ``z_dim``,
     ``inverse_dynamics_hidden`` (empty tuple: no inverse-dynamics head).
     """
@@ -125,8 +125,10 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
             num_keypoints=cfg.num_keypoints, global_dim=cfg.global_dim,
             keypoint_scale=cfg.keypoint_scale, latent_dim=cfg.latent_dim or None,
             keypoint_channels=(tuple(cfg.keypoint_channels) or None),
-            keypoint_kernel=cfg.keypoint_kernel, init_temperature=cfg.keypoint_init_temperature)
-        latent_dim = cfg.latent_dim or 2 * cfg.num_keypoints + cfg.global_dim
+            keypoint_kernel=cfg.keypoint_kernel, init_temperature=cfg.keypoint_init_temperature,
+            layout_keypoints=cfg.layout_keypoints)
+        latent_dim = cfg.latent_dim or (2 * cfg.num_keypoints + 2 * cfg.layout_keypoints
+                                         + cfg.global_dim)
         keypoint_dims = 0 if cfg.latent_dim else 2 * cfg.num_keypoints
     elif cfg.encoder == "mlp":
         if not cfg.latent_dim:

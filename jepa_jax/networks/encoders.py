@@ -80,6 +80,11 @@ class ConvEncoder(nn.Module):
         (plus noise), so each keypoint starts on the bright blob it is meant to follow.
       init_temperature: initial softmax temperature of the keypoints; low values start them
         sharp, so they move with the object from the first step.
+      layout_keypoints: L extra keypoints from the shared trunk (all channels), placed after
+        the keypoints (so the latent is [keypoints, layout keypoints, global code]): a
+        linear, precise code for where static structure such as a wall or door is.
+
+    Latent size: 2K + 2L + global_dim, or latent_dim.
 
     Input (..., H, W, C) float images; output (..., 2K + global_dim) or (..., latent_dim).
     """
@@ -93,6 +98,7 @@ class ConvEncoder(nn.Module):
     keypoint_channels: tuple[int, ...] | None = None
     keypoint_kernel: int = 5
     init_temperature: float = 1.0
+    layout_keypoints: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -114,10 +120,15 @@ class ConvEncoder(nn.Module):
             kp_maps = nn.Conv(self.num_keypoints, (k, k), padding="SAME",
                               kernel_init=_blur_init(0.1))(sel)
             kp = spatial_softmax(kp_maps, temperature)  # (N, K, 2) in input pixels
-        kp = kp / self.keypoint_scale
+        parts = [(kp / self.keypoint_scale).reshape(kp.shape[0], -1)]
+        if self.layout_keypoints:
+            lay_maps = nn.Conv(self.layout_keypoints, (1, 1), name="layout_keypoints")(x)
+            lay = spatial_softmax(lay_maps)
+            lay = (lay * self.stem_factor + (self.stem_factor - 1) / 2) / self.keypoint_scale
+            parts.append(lay.reshape(lay.shape[0], -1))
         g = space_to_depth(x, 2)
-        g = nn.Dense(self.global_dim)(g.reshape(g.shape[0], -1))
-        out = jnp.concatenate([kp.reshape(kp.shape[0], -1), g], -1)
+        parts.append(nn.Dense(self.global_dim)(g.reshape(g.shape[0], -1)))
+        out = jnp.concatenate(parts, -1)
         if self.latent_dim is not None:
             out = nn.Dense(self.latent_dim)(out)
         return out.reshape(*batch, out.shape[-1])

@@ -82,12 +82,18 @@ def jepa_objective(wm: WorldModel, params: Any, batch: Batch, key: jax.Array,
 
     Config keys (``loss`` section): ``sim_coeff``, ``std_coeff``, ``cov_coeff``,
     ``regularizer`` ("vicreg" | "sigreg" | "none"), ``sigreg_coeff``, ``num_projections``,
-    ``idm_coeff`` (inverse dynamics), ``smoothness_coeff`` (temporal smoothness),
-    ``straightness_coeff`` (temporal straightening), ``temporal_std_coeff`` and
-    ``temporal_std_dims`` (a variance hinge over *time* within each trajectory on the first
-    ``temporal_std_dims`` latent dimensions, 0 meaning all: PLDM's ``std_coeff_t``, which
-    keeps those dimensions tracking what moves), ``pred_grad_scale_keypoints`` and
-    ``pred_grad_scale_global`` (see :func:`scale_prediction_gradient`).
+    ``idm_coeff`` (inverse dynamics), ``straightness_coeff`` (temporal straightening),
+    ``pred_grad_scale_keypoints`` and ``pred_grad_scale_global`` (see
+    :func:`scale_prediction_gradient`), and two temporal terms that split the latent into a
+    moving and a static part (with a keypoint encoder: keypoints and global code; otherwise
+    both act on the whole latent):
+
+    * ``temporal_std_coeff``: a variance hinge over *time* within each trajectory on the
+      moving part (PLDM's ``std_coeff_t``): it keeps those dimensions on what moves;
+    * ``smoothness_coeff``: temporal smoothness on the static part (PLDM's ``sim_coeff_t``):
+      together with the variance across the batch it makes those dimensions encode what
+      differs between episodes but not within one, i.e. the layout that the dynamics
+      depend on.
     """
     emb = wm.encode(params, batch.obs)  # (B, T, D)
     emb_pred = scale_prediction_gradient(emb, wm.keypoint_dims, cfg.pred_grad_scale_keypoints,
@@ -101,15 +107,17 @@ def jepa_objective(wm: WorldModel, params: Any, batch: Batch, key: jax.Array,
         act = wm.inverse_dynamics(params, emb[:, :-1], emb[:, 1:])
         aux["inverse_dynamics"] = losses.inverse_dynamics_loss(act, batch.actions)
         loss = loss + cfg.idm_coeff * aux["inverse_dynamics"]
+    k = wm.keypoint_dims
+    moving = emb[..., :k] if k else emb
+    static = emb[..., k:] if k else emb
     if cfg.smoothness_coeff:
-        aux["smoothness"] = losses.temporal_smoothness_loss(emb)
+        aux["smoothness"] = losses.temporal_smoothness_loss(static)
         loss = loss + cfg.smoothness_coeff * aux["smoothness"]
     if cfg.straightness_coeff:
         aux["straightness"] = losses.temporal_straightness_loss(emb)
         loss = loss + cfg.straightness_coeff * aux["straightness"]
     if cfg.temporal_std_coeff:
-        dims = cfg.temporal_std_dims or emb.shape[-1]
-        aux["temporal_variance"] = losses.variance_loss(emb[..., :dims])  # over T, per trajectory
+        aux["temporal_variance"] = losses.variance_loss(moving)  # over T, per trajectory
         loss = loss + cfg.temporal_std_coeff * aux["temporal_variance"]
     aux["embedding_std"] = embedding_std(emb)
     aux["loss"] = loss

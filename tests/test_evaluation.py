@@ -1,0 +1,110 @@
+"""Closed-loop evaluation and the planning notebook, on the tiny preset."""
+
+import json
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jepa_jax import configs, evaluation
+from jepa_jax.envs import two_rooms
+from jepa_jax.planning_eval import evaluate_workdir
+from jepa_jax.training import loop
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_workdir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    loop.train_and_evaluate(configs.load_config(str(ROOT / "experiments/two_rooms.py:tiny")),
+                            workdir, progress=False)
+    return workdir
+
+
+def test_episodes_start_and_goal_in_opposite_rooms():
+    env = two_rooms.EnvParams()
+    eps = evaluation.make_episodes(jax.random.key(0), 200, env, margin=2.6)
+    wall = np.asarray(eps.layout[:, 0])
+    start_side = np.asarray(eps.start[:, 0]) > wall
+    goal_side = np.asarray(eps.goal[:, 0]) > wall
+    assert np.all(start_side != goal_side)
+    for p in (eps.start, eps.goal):
+        p = np.asarray(p)
+        assert np.all((p > env.low + 2.6 - 1e-4) & (p < env.high - 2.6 + 1e-4))
+        assert np.all(np.abs(p[:, 0] - wall) >= env.wall_half_width + 2.6 - 1e-4)
+
+
+def test_score_by_hand():
+    eps = evaluation.Episodes(start=np.zeros((2, 2)), goal=np.array([[10.0, 10.0], [30, 30]]),
+                              layout=np.array([[20.0, 30.0], [20.0, 30.0]]))
+    pos = np.zeros((2, 3, 2))
+    pos[0] = [[0, 0], [9.2, 9.2], [5, 5]]  # mean sq error 0.64 < 1 at step 1: success
+    pos[1] = [[0, 0], [28.5, 30], [28.6, 30]]  # (1.4^2 + 0) / 2 = 0.98 < 1: success at 2
+    result = evaluation.score(pos, eps)
+    assert result["success_rate"] == 1.0
+    assert result["mean_steps_to_success"] == 1.5
+    pos[1, 2] = [28.5, 30]  # 1.125 >= 1: failure
+    assert evaluation.score(pos, eps)["success_rate"] == 0.5
+
+
+def test_straight_baseline_walks_straight():
+    env = two_rooms.EnvParams(random_layout=False, wall_x=32.0, door_y=32.0)
+    eps = evaluation.Episodes(start=np.array([[10.0, 32.0], [10.0, 10.0]]),
+                              goal=np.array([[50.0, 32.0], [50.0, 10.0]]),
+                              layout=np.array([[32.0, 32.0], [32.0, 32.0]]))
+    run = evaluation.make_straight_episode_fn(env, 40)
+    pos, _, _ = evaluation.run_evaluation(run, None, eps, jax.random.key(0))
+    result = evaluation.score(pos, eps)
+    assert result["success"] == [True, False]  # through the door vs stuck at the wall
+    assert abs(pos[1, -1, 0] - 30.0) < 2.5
+
+
+def test_evaluate_workdir_writes_json_with_budget(tiny_workdir):
+    result = evaluate_workdir(tiny_workdir, "gradient", episodes=3)
+    saved = json.loads((tiny_workdir / "eval_gradient.json").read_text())
+    assert saved["num_episodes"] == 3
+    for key in ("success_rate", "goal_room_rate", "mean_final_distance_px", "ms_per_plan",
+                "plan_temp_bytes"):
+        assert key in saved, key
+    budget = saved["budget"]
+    for key in ("horizon", "num_restarts", "num_iters", "replan_every", "env_steps"):
+        assert key in budget, key
+    assert (tiny_workdir / "eval_gradient.png").exists()
+    assert 0.0 <= result["success_rate"] <= 1.0
+
+
+@pytest.mark.parametrize("name", ["cem", "mppi", "straight"])
+def test_other_planners_run(tiny_workdir, name):
+    result = evaluate_workdir(tiny_workdir, name, episodes=2, plot=False)
+    assert result["num_episodes"] == 2
+
+
+def test_bad_inputs(tiny_workdir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no trained model"):
+        evaluate_workdir(tmp_path, "gradient", episodes=1)
+    with pytest.raises(ValueError, match="unknown planner"):
+        evaluate_workdir(tiny_workdir, "astar", episodes=1)
+    with pytest.raises(ValueError, match="horizon"):
+        evaluate_workdir(tiny_workdir, "gradient", episodes=1,
+                         overrides=["--config.planning.gradient.horizon=0"])
+    with pytest.raises(ValueError, match="episodes"):
+        evaluate_workdir(tiny_workdir, "gradient", episodes=0)
+
+
+def test_planning_notebook_runs(tiny_workdir):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(ROOT / "notebooks" / "planning.ipynb", as_version=4)
+    os.environ["JEPA_WORKDIR"] = str(tiny_workdir)
+    try:
+        nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                resources={"metadata": {"path": str(ROOT)}}).execute()
+    finally:
+        os.environ.pop("JEPA_WORKDIR")
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                      for o in c.get("outputs", []))
+    assert "planned actions (8, 2)" in outputs
+    assert "success" in outputs
