@@ -5,10 +5,12 @@ Import this module before anything imports jax: ``setup_xla_flags`` must run fir
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -23,6 +25,15 @@ RESULTS = ROOT / "benchmarks" / "results"
 CONFIG_FILE = ROOT / "experiments" / "two_rooms.py"
 # Same value as jepa_jax.runtime.CPU_FLAGS (not imported: jepa_jax may import jax).
 CPU_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
+
+
+def fresh_torch_compile_cache() -> str:
+    """Points TorchInductor at a new empty cache directory (call before importing torch), so
+    that torch.compile times are cold, like the JAX ones (no persistent compilation cache)."""
+    path = tempfile.mkdtemp(prefix="torchinductor_bench_")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = path
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def setup_xla_flags() -> dict[str, Any]:
@@ -175,6 +186,18 @@ def contention_warning(*probes: dict[str, float]) -> str | None:
             f"{slow[0]['tiny_matmul_us'] / 1e3:.0f} ms at {slow[0]['threads']} torch threads); "
             f"the multi-threaded PyTorch numbers are dominated by OpenMP stalls. Rerun on a "
             f"quiet machine, or compare with --torch-threads 1.")
+
+
+PARITY_TOLERANCE = 1e-3
+
+
+def parity_warning(rel_diff: float, what: str) -> str | None:
+    """A warning line when the twin and JAX disagree by more than float32 rounding explains."""
+    if rel_diff <= PARITY_TOLERANCE:
+        return None
+    return (f"warning: the PyTorch twin differs from JAX ({what}: relative difference "
+            f"{rel_diff:.1e} > {PARITY_TOLERANCE:.0e}); has the JAX model, loss or planner "
+            f"changed? Update benchmarks/torch_twins.py.")
 
 
 def write_results(path: str | Path, results: dict[str, Any]) -> Path:

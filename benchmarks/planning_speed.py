@@ -1,6 +1,7 @@
 """Planning speed, JAX vs PyTorch: gradient MPC plans per second on the Two-Rooms model.
 
     python benchmarks/planning_speed.py [--preset default] [--seconds 10] [--smoke]
+        [--batch 64] [--reference both|single|none] [--torch-threads 2] [--no-compile]
 
 Plans/s of one ``plan`` call (encode start and goal, optimise, final rollout) for a single
 problem and for a batch of 64 problems, at the config's ``planning`` settings:
@@ -20,6 +21,11 @@ interleaved round-robin across the variants; every call is synced and chains its
 start from the previous call, as in MPC.
 Writes ``benchmarks/results/planning_speed.json`` and prints a table. ``--smoke``: the tiny
 preset with 1 s windows.
+
+Cost at the default config on a 2-core CPU: a batched JAX CEM or MPPI call is ~7 TFLOP (about
+40 s), and ``torch.compile`` of the twin's iteration (the 40-step rollout and its backward,
+unrolled) takes minutes per problem shape; ``--reference single`` and ``--no-compile``
+shorten a run.
 """
 
 from __future__ import annotations
@@ -34,10 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 NUM_WINDOWS = 3
-BATCH = 64
 
 
-def _setup(config):
+def _setup(config, batch: int):
     import jax
     import jax.numpy as jnp
 
@@ -56,7 +61,7 @@ def _setup(config):
     kernel = pred[last]["kernel"]
     pred[last]["kernel"] = 0.1 * jax.random.normal(k_last, kernel.shape) / jnp.sqrt(
         kernel.shape[0])
-    ep = make_episodes(k_ep, BATCH, env, config.planning.start_goal_margin)
+    ep = make_episodes(k_ep, batch, env, config.planning.start_goal_margin)
 
     def render(pos, layout):
         return two_rooms.render(two_rooms.make_state(pos, layout[0], layout[1]), env)
@@ -66,12 +71,18 @@ def _setup(config):
     return wm, params, obs, goal
 
 
+def _shift(config) -> int:
+    """Warm-start shift as ``jepa_jax.planning_eval.build_planner`` sets it."""
+    return int(config.planning.get("replan_every", 1))
+
+
 def _jax_planner(name, wm, config, overrides=None):
     from jepa_jax.cost import make_cost
     from jepa_jax.planning import make_planner
 
     pcfg = config.planning[name].to_dict()
     pcfg["action_bound"] = float(config.env.action_bound)
+    pcfg["shift"] = _shift(config)
     pcfg.update(overrides or {})
     return make_planner(name, wm, make_cost(config.planning.cost), pcfg)
 
@@ -161,7 +172,7 @@ def _parity(config, wm, params, obs, goal, enc, pred, obs_t, goal_t) -> dict:
         return jax.vmap(lambda a: cost_fn(rollout(wm, params, s0, a), a, gl))(u)
 
     cj = np.asarray(jax_costs(u[0].numpy()))
-    twin = tt.GradientPlanner(enc, pred, config.planning, bound)
+    twin = tt.GradientPlanner(enc, pred, config.planning, bound, shift=_shift(config))
     with torch.no_grad():
         ct = twin.costs(u, twin.encoder(obs_t[:1]), twin.encoder(goal_t[:1]))[0].numpy()
     one = ml_collections.ConfigDict(config.planning.to_dict())
@@ -169,7 +180,7 @@ def _parity(config, wm, params, obs, goal, enc, pred, obs_t, goal_t) -> dict:
     jp = _jax_planner("gradient", wm, config, {"num_restarts": 1})
     a_j, info_j = jax.jit(jp.plan)(params, obs[0], goal[0], jax.random.key(0),
                                    jp.init_state(action_dim=2))
-    tp = tt.GradientPlanner(enc, pred, one, bound)
+    tp = tt.GradientPlanner(enc, pred, one, bound, shift=_shift(config))
     a_t, info_t = tp.plan(obs_t[:1], goal_t[:1], torch.zeros(1, g.horizon, 2))
     fj, ft = float(info_j["final_cost"]), float(info_t["final_cost"][0])
     return {"cost_max_rel_diff": float(np.max(np.abs(ct - cj) / np.maximum(np.abs(cj), 1e-6))),
@@ -187,6 +198,11 @@ def main(argv=None) -> int:
                         help="timed seconds per measurement (split into 3 windows)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny preset, 1 s windows; checks that the script works")
+    parser.add_argument("--batch", type=int, default=64, help="problems per batched call")
+    parser.add_argument("--reference", choices=("both", "single", "none"), default="both",
+                        help="JAX CEM and MPPI: single and batched calls, single only, or "
+                             "skipped (at the default config a batched CEM or MPPI call is "
+                             "~7 TFLOP, about a minute on a 2-core CPU)")
     parser.add_argument("--torch-threads", type=int, default=2)
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--output", default=None,
@@ -198,15 +214,16 @@ def main(argv=None) -> int:
 
     xla = common.setup_xla_flags()
     config = common.load_config(preset)
+    common.fresh_torch_compile_cache()  # cold torch.compile times, like JAX's
     import torch
     import torch_twins as tt
 
     torch.set_num_threads(args.torch_threads)
-    wm, params, obs, goal = _setup(config)
+    wm, params, obs, goal = _setup(config, args.batch)
     enc, pred, obs_t, goal_t = _torch_inputs(config, params, obs, goal)
     g = config.planning.gradient
     results = {"benchmark": "planning_speed", **common.metadata(preset, xla),
-               "batch_problems": BATCH, "window_s": window_s, "num_windows": NUM_WINDOWS,
+               "batch_problems": args.batch, "window_s": window_s, "num_windows": NUM_WINDOWS,
                "gradient": g.to_dict(), "cost": config.planning.cost.to_dict(),
                "cem": config.planning.cem.to_dict(), "mppi": config.planning.mppi.to_dict(),
                "action_bound": float(config.env.action_bound),
@@ -215,18 +232,21 @@ def main(argv=None) -> int:
 
     # Build and compile everything first, then time all variants in interleaved windows.
     setups, runners, sizes, errors = {}, {}, {}, {}
+    reference = {"both": ("single", "batch"), "single": ("single",), "none": ()}[args.reference]
     for name in ("gradient", "cem", "mppi"):
         planner = _jax_planner(name, wm, config)
-        for kind, batched in (("single", False), ("batch", True)):
+        for kind in ("single", "batch") if name == "gradient" else reference:
+            batched = kind == "batch"
             key = (f"jax_{name}", kind)
             setups[key], runners[key], sizes[key] = _jax_runner(planner, params, obs, goal,
                                                                 batched)
     variants = [("torch_eager", False)] + ([] if args.no_compile else [("torch_compile", True)])
     for label, compile_ in variants:
-        for kind, n in (("single", 1), ("batch", BATCH)):
+        for kind, n in (("single", 1), ("batch", args.batch)):
             try:
                 twin = tt.GradientPlanner(enc, pred, config.planning,
-                                          float(config.env.action_bound), compile=compile_)
+                                          float(config.env.action_bound),
+                                          shift=_shift(config), compile=compile_)
                 key = (label, kind)
                 setups[key], runners[key], sizes[key] = _torch_runner(twin, obs_t, goal_t, n,
                                                                       g.horizon)
@@ -248,8 +268,9 @@ def main(argv=None) -> int:
         if label not in results:
             continue
         res = results[label]
-        cells = [res[k].get("plans_per_s", "error") for k in ("single", "batch")]
-        comp = [res[k].get("compile_s") for k in ("single", "batch")]
+        cells = [res[k].get("plans_per_s", "error") if k in res else "-"
+                 for k in ("single", "batch")]
+        comp = [res[k].get("compile_s") for k in ("single", "batch") if k in res]
         name = label.replace("_", " ") + (" gradient" if label.startswith("torch") else "")
         rows.append((name, *cells, sum(comp) if None not in comp else "-"))
 
@@ -270,11 +291,15 @@ def main(argv=None) -> int:
           f"1-restart plan cost rel diff {par['one_restart_plan']['final_cost_rel_diff']:.1e}")
     fmt = lambda v: f"{v:.1f}" if isinstance(v, float) else str(v)
     common.print_table([tuple(fmt(v) for v in r) for r in rows],
-                       ("planner", "plans/s single", f"plans/s batch {BATCH}", "compile s"))
+                       ("planner", "plans/s single", f"plans/s batch {args.batch}",
+                        "compile s"))
     print("ratios: " + ", ".join(f"{k}={v:.2f}" for k, v in ratios.items()))
-    warning = common.contention_warning(results["torch_thread_probe"],
-                                        results["torch_thread_probe_end"])
-    if warning:
+    warnings = [common.contention_warning(results["torch_thread_probe"],
+                                          results["torch_thread_probe_end"]),
+                common.parity_warning(max(par["cost_max_rel_diff"],
+                                          par["one_restart_plan"]["final_cost_rel_diff"]),
+                                      "planning cost")]
+    for warning in filter(None, warnings):
         print(warning)
     print(f"wrote {path}")
     return 0

@@ -11,11 +11,10 @@ has the same shapes and FLOPs, and ``load_jax_params`` copies a JAX parameter py
 twins (transposing the kernels), so both sides compute the same numbers for the same
 parameters; the benchmarks check that before timing anything.
 
-    enc, pred, inv = build_world_model(config.model, obs_shape=(65, 65, 2), action_dim=2)
-    load_jax_params((enc, pred, inv), jax.device_get(params))
-    loss_fn = JEPALoss(enc, pred, inv, config.loss, keypoint_dims=2 * num_keypoints)
-    trainer = Trainer(loss_fn, config.train)          # AdamW, warmup-cosine, clipping
-    aux = trainer.step(obs, actions)
+    enc, pred, inv, _, kp_dims = build_world_model(config.model, (65, 65, 2), action_dim=2)
+    load_jax_params((enc, pred, inv), jax.device_get(params))   # optional
+    trainer = Trainer(JEPALoss(enc, pred, inv, config.loss, kp_dims), config.train)
+    aux = trainer.step(obs, actions)        # obs (B, T, H, W, C), actions (B, T-1, A)
     planner = GradientPlanner(enc, pred, config.planning, action_bound=2.45)
     actions, info = planner.plan(obs, goal_obs, warm_start)   # batched over problems
 """
@@ -101,7 +100,7 @@ class ConvEncoder(nn.Module):
     """Twin of ``jepa_jax.networks.encoders.ConvEncoder``.
 
     Input (..., H, W, C) float images (channels-last, as in JAX; the convolutions run in
-    PyTorch's channels_last memory format); output (..., 2K + global_dim) or
+    PyTorch's channels_last memory format); output (..., 2K + 2L + global_dim) or
     (..., latent_dim).
     """
 
@@ -130,10 +129,13 @@ class ConvEncoder(nn.Module):
                 self.keypoint_conv.weight.copy_(
                     box * (1.0 + 0.1 * torch.randn_like(self.keypoint_conv.weight)))
                 self.keypoint_conv.bias.zero_()
+        self.layout_keypoints = cfg.get("layout_keypoints", 0)
+        self.layout_conv = _conv(cin, self.layout_keypoints, 1) if self.layout_keypoints else None
         th, tw = -(-h // f), -(-w // f)  # trunk resolution
         gh, gw = -(-th // 2), -(-tw // 2)
         self.global_fc = _linear(gh * gw * 4 * cin, cfg.global_dim)
-        self.out = _linear(2 * k + cfg.global_dim, cfg.latent_dim) if cfg.latent_dim else None
+        width = 2 * k + 2 * self.layout_keypoints + cfg.global_dim
+        self.out = _linear(width, cfg.latent_dim) if cfg.latent_dim else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *batch, h, w, c = x.shape
@@ -148,10 +150,14 @@ class ConvEncoder(nn.Module):
         else:
             sel = images[..., list(self.keypoint_channels)]
             kp = spatial_softmax(conv_nhwc(self.keypoint_conv, sel), temperature)
-        kp = kp / self.keypoint_scale
+        parts = [(kp / self.keypoint_scale).reshape(kp.shape[0], -1)]
+        if self.layout_conv is not None:  # layout keypoints: trunk, temperature 1
+            lay = spatial_softmax(conv_nhwc(self.layout_conv, x), torch.ones(()))
+            lay = (lay * self.stem_factor + (self.stem_factor - 1) / 2) / self.keypoint_scale
+            parts.append(lay.reshape(lay.shape[0], -1))
         g = space_to_depth(x, 2)
-        g = self.global_fc(g.reshape(g.shape[0], -1))
-        out = torch.cat([kp.reshape(kp.shape[0], -1), g], -1)
+        parts.append(self.global_fc(g.reshape(g.shape[0], -1)))
+        out = torch.cat(parts, -1)
         if self.out is not None:
             out = self.out(out)
         return out.reshape(*batch, out.shape[-1])
@@ -204,7 +210,8 @@ def build_world_model(cfg: Any, obs_shape: Sequence[int], action_dim: int = 2):
     if cfg.z_dim:
         raise NotImplementedError("torch twin has no latent variable z (model.z_dim must be 0)")
     enc = ConvEncoder(cfg, obs_shape)
-    latent_dim = cfg.latent_dim or 2 * cfg.num_keypoints + cfg.global_dim
+    latent_dim = cfg.latent_dim or (2 * cfg.num_keypoints + 2 * cfg.get("layout_keypoints", 0)
+                                    + cfg.global_dim)
     keypoint_dims = 0 if cfg.latent_dim else 2 * cfg.num_keypoints
     pred = MLPPredictor(latent_dim, action_dim, tuple(cfg.predictor_hidden), cfg.action_scale)
     inv = (InverseDynamics(latent_dim, action_dim, tuple(cfg.inverse_dynamics_hidden))
@@ -239,6 +246,8 @@ def load_jax_params(modules, params: Mapping[str, Any]) -> None:
         _load_conv(conv, p[f"Conv_{i}"])
     _load_conv(enc.keypoint_conv, p[f"Conv_{n}"])
     enc.log_temperature.copy_(_t(p["log_temperature"]))
+    if enc.layout_conv is not None:
+        _load_conv(enc.layout_conv, p["layout_keypoints"])
     _load_dense(enc.global_fc, p["Dense_0"])  # both flatten (h, w, c)
     if enc.out is not None:
         _load_dense(enc.out, p["Dense_1"])
@@ -384,12 +393,11 @@ class Trainer:
     """AdamW (warmup-cosine schedule) after global-norm clipping, as ``make_optimizer``.
 
     ``compile=True`` runs the loss through ``torch.compile`` (forward and, via AOTAutograd,
-    backward); ``compile_optimizer=True`` also compiles the optimizer step. The learning rate
-    is a tensor so that a compiled optimizer step is not recompiled when it changes.
+    backward); the optimizer step (a few ms for ~0.5M parameters) stays eager.
     """
 
     def __init__(self, loss: JEPALoss, cfg: Any, *, compile: bool = False,
-                 compile_optimizer: bool = False, compile_mode: str | None = None):
+                 compile_mode: str | None = None):
         self.loss = loss
         self.params = [p for p in loss.parameters() if p.requires_grad]
         self.lr_factor = warmup_cosine(cfg)
@@ -400,8 +408,6 @@ class Trainer:
                                      eps=1e-8, betas=(0.9, 0.999))
         self.step_count = 0
         self.loss_fn = torch.compile(loss, mode=compile_mode) if compile else loss
-        self._apply = torch.compile(self._clip_and_step) if compile_optimizer else \
-            self._clip_and_step
 
     def _clip_and_step(self):
         grads = [p.grad for p in self.params]
@@ -419,7 +425,7 @@ class Trainer:
         loss, aux = self.loss_fn(obs, actions)
         loss.backward()
         aux = dict(aux)
-        aux["grad_norm"] = self._apply()
+        aux["grad_norm"] = self._clip_and_step()
         self.step_count += 1
         return aux
 
@@ -443,8 +449,8 @@ def clip_by_norm(actions: torch.Tensor, bound: float) -> torch.Tensor:
 
 
 class GradientPlanner:
-    """Twin of the gradient MPC planner (``jepa_jax.planning.gradient``, offset restarts,
-    Adam, projection to the norm ball), batched over problems and restarts.
+    """Twin of the gradient MPC planner (``jepa_jax.planning.gradient``: offset or segment
+    restarts, Adam, projection to the norm ball), batched over problems and restarts.
 
     ``plan(obs (P, H, W, C), goal_obs (P, H, W, C), init_actions (P, H, A))`` encodes start
     and goal, optimises ``num_restarts`` action sequences per problem for ``num_iters`` Adam
@@ -459,14 +465,16 @@ class GradientPlanner:
     """
 
     def __init__(self, encoder: ConvEncoder, predictor: MLPPredictor, planning_cfg: Any,
-                 action_bound: float, *, compile: bool = False, compile_mode: str | None = None):
+                 action_bound: float, *, shift: int | None = None, compile: bool = False,
+                 compile_mode: str | None = None):
         g, cost = planning_cfg.gradient, planning_cfg.cost
         checks = {"optimizer": (g.get("optimizer", "adam"), "adam"),
                   "bound_mode": (g.get("bound_mode", "project"), "project"),
-                  "restart_init": (g.get("restart_init", "offset"), "offset")}
+                  "restart_init": (g.get("restart_init", "offset"), ("offset", "segments"))}
         for key, (value, want) in checks.items():
-            if value != want:
-                raise NotImplementedError(f"torch twin planner needs {key}={want!r}, got {value!r}")
+            if value not in (want if isinstance(want, tuple) else (want,)):
+                raise NotImplementedError(f"torch twin planner needs {key} in {want!r}, got "
+                                          f"{value!r}")
         if g.get("action_noise", 0.0):
             raise NotImplementedError("torch twin planner has no action_noise")
         if cost.get("constraint_weight", 0.0) or cost.get("critic_weight", 0.0):
@@ -476,7 +484,10 @@ class GradientPlanner:
         self.predictor = copy.deepcopy(predictor).requires_grad_(False)
         self.horizon, self.num_iters = g.horizon, g.num_iters
         self.num_restarts, self.lr = g.num_restarts, float(g.learning_rate)
-        self.restart_std, self.shift = float(g.restart_std), g.get("shift", 1)
+        self.restart_std, self.restart_init = float(g.restart_std), g.get("restart_init",
+                                                                          "offset")
+        self.shift = g.get("shift", 1) if shift is None else shift
+        self.shift_fill = g.get("shift_fill", "repeat")
         self.bound = float(action_bound)
         self.goal_weight, self.action_weight = float(cost.goal_weight), float(cost.action_weight)
         if cost.goal_mode == "dense":
@@ -528,11 +539,21 @@ class GradientPlanner:
         p = obs.shape[0]
         s0 = self._encode(obs)
         goal = self._encode(goal_obs)
-        a_dim = init_actions.shape[-1]
-        offsets = self.restart_std * torch.randn(p, self.num_restarts, 1, a_dim,
-                                                 generator=generator)
-        offsets[:, 0] = 0.0  # restart 0 is the warm start itself
-        u = clip_by_norm(init_actions[:, None] + offsets, self.bound)  # (P, R, H, A)
+        shape = (p, self.num_restarts, 1, init_actions.shape[-1])
+        if self.restart_init == "segments":  # full-bound steps along d1 for n steps, then d2
+            def unit():
+                v = torch.randn(shape, generator=generator)
+                return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+
+            length = self.restart_std if math.isinf(self.bound) else self.bound
+            switch = torch.randint(1, self.horizon + 1, shape[:2] + (1, 1), generator=generator)
+            t = torch.arange(self.horizon)[:, None]
+            inits = length * torch.where(t < switch, unit(), unit())
+        else:  # a random constant offset from the warm start
+            inits = init_actions[:, None] + self.restart_std * torch.randn(shape,
+                                                                          generator=generator)
+        inits[:, 0] = init_actions  # restart 0 is the warm start itself
+        u = clip_by_norm(inits, self.bound)  # (P, R, H, A)
         m, v = torch.zeros_like(u), torch.zeros_like(u)
         best_u, best_c = u, torch.full(u.shape[:2], math.inf)
         cost_per_iter = []
@@ -549,7 +570,8 @@ class GradientPlanner:
         actions = clip_by_norm(best_u[rows, winner], self.bound)  # (P, H, A)
         final_cost = self._costs(actions[:, None], s0, goal)[:, 0]
         shift = min(self.shift, self.horizon)
-        warm = torch.cat([actions[:, shift:], actions[:, -1:].expand(-1, shift, -1)], 1)
+        pad = actions[:, -1:] if self.shift_fill == "repeat" else torch.zeros_like(actions[:, -1:])
+        warm = torch.cat([actions[:, shift:], pad.expand(-1, shift, -1)], 1)
         info = {"final_cost": final_cost, "restart_costs": best_c,
                 "cost_per_iter": torch.stack(cost_per_iter, -1)[rows, winner], "state": warm}
         return actions, info

@@ -31,11 +31,11 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     # walk through the wall (84% violations; 1.4% with these settings; see the issue notes).
     c.data = ml_collections.ConfigDict(dict(
         num_trajectories=20000, length=17, step_mean=1.2, step_std=0.4, step_min=0.2,
-        step_max=2.45, angle_noise=0.2, cross_wall_rate=0.2))
+        step_max=2.45, angle_noise=0.2, cross_wall_rate=0.2, wall_seek_rate=0.4))
 
     c.model = ml_collections.ConfigDict(dict(
         encoder="conv", stem_factor=4, channels=(32,), num_keypoints=1, global_dim=32,
-        keypoint_scale=8.0, keypoint_channels=(0,), keypoint_kernel=5,
+        keypoint_scale=8.0, keypoint_channels=(0,), keypoint_kernel=1,
         keypoint_init_temperature=0.02, layout_keypoints=0, latent_dim=0,
         mlp_hidden=(128, 128),
         predictor_hidden=(256, 256, 256), action_scale=0.5, z_dim=0,
@@ -48,9 +48,10 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         pred_grad_scale_keypoints=0.05, pred_grad_scale_global=1.0))
 
     c.train = ml_collections.ConfigDict(dict(
-        batch_size=64, num_steps=2400, learning_rate=3e-3, warmup_steps=100,
+        batch_size=64, num_steps=1200, learning_rate=3e-3, warmup_steps=100,
         final_lr_fraction=0.01, weight_decay=1e-5, grad_clip=1.0, log_every=50,
-        eval_every=800, checkpoint_every=200, max_to_keep=3, collapse_std_threshold=1e-3))
+        eval_every=1200, checkpoint_every=200, max_to_keep=3, collapse_std_threshold=1e-3,
+        predictor_steps=6000, predictor_batch_size=256, predictor_learning_rate=3e-3))
 
     c.diagnostics = ml_collections.ConfigDict(dict(
         seed=12345, num_probe=512, num_heldout=256, num_wall=256))
@@ -62,13 +63,13 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.planning.cost = ml_collections.ConfigDict(dict(
         goal_weight=1.0, goal_mode="dense", goal_discount=0.9, action_weight=0.0))
     c.planning.gradient = ml_collections.ConfigDict(dict(
-        horizon=40, num_iters=30, num_restarts=16, optimizer="adam", learning_rate=0.3,
-        bound_mode="project", action_noise=0.0, restart_std=2.0, shift=4))
+        horizon=40, num_iters=20, num_restarts=16, optimizer="adam", learning_rate=0.3,
+        bound_mode="project", action_noise=0.0, restart_init="segments", restart_std=2.0))
     # eb_jepa's reference settings: 200 samples, 20 iterations, 20 elites, horizon 90.
     c.planning.cem = ml_collections.ConfigDict(dict(
-        horizon=90, num_samples=200, num_elites=20, num_iters=20, init_std=1.0, shift=4))
+        horizon=90, num_samples=200, num_elites=20, num_iters=20, init_std=1.0))
     c.planning.mppi = ml_collections.ConfigDict(dict(
-        horizon=90, num_samples=200, num_iters=20, temperature=0.01, noise_std=1.0, shift=4))
+        horizon=90, num_samples=200, num_iters=20, temperature=0.01, noise_std=1.0))
 
     if preset == "tiny":
         c.data.num_trajectories = 256
@@ -83,6 +84,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         c.train.log_every = 10
         c.train.eval_every = 0
         c.train.checkpoint_every = 20
+        c.train.predictor_steps = 20
+        c.train.predictor_batch_size = 32
         c.diagnostics.num_probe = 64
         c.diagnostics.num_heldout = 32
         c.diagnostics.num_wall = 32

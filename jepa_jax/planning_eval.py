@@ -27,6 +27,7 @@ def build_planner(exp: Experiment, config: ml_collections.ConfigDict, name: str)
     cost_fn = cost_lib.make_cost(config.planning.cost)
     pcfg = config.planning[name].to_dict()
     pcfg["action_bound"] = float(config.env.action_bound)
+    pcfg["shift"] = int(config.planning.replan_every)  # warm start = plan minus executed part
     return make_planner(name, exp.wm, cost_fn, pcfg)
 
 

@@ -4,7 +4,9 @@ The policy follows PLDM's Two-Rooms data generator: each trajectory draws a head
 drifts by Gaussian angle noise every step, and step lengths from a normal clipped to
 ``[step_min, step_max]``. A fraction ``cross_wall_rate`` of the trajectories start near the
 door, heading through it, so that the data shows the door being used as well as the wall
-blocking (PLDM uses 0.6 for its good-quality data).
+blocking (PLDM uses 0.6 for its good-quality data). A fraction ``wall_seek_rate`` start a
+few pixels from the middle wall at a random height, heading into it, so that the data holds
+many blocked moves (the rule a predictor finds hardest to learn).
 
 The data set stores low-dimensional true states (positions and layouts) and actions;
 observations are rendered from them on the fly inside jitted code, which is exact (rendering is
@@ -74,6 +76,7 @@ class PolicyParams:
     step_max: float = 1.8
     angle_noise: float = 0.45
     cross_wall_rate: float = 0.6
+    wall_seek_rate: float = 0.0
 
 
 def _random_walk_actions(key, length, pp: PolicyParams, heading):
@@ -86,7 +89,7 @@ def _random_walk_actions(key, length, pp: PolicyParams, heading):
 
 
 def _one_trajectory(key, length: int, env: two_rooms.EnvParams, pp: PolicyParams):
-    k_layout, k_pos, k_cross, k_side, k_head, k_door, k_act = jax.random.split(key, 7)
+    k_layout, k_pos, k_cross, k_side, k_head, k_door, k_act, k_seek = jax.random.split(key, 8)
     wall_x, door_y = two_rooms.sample_layout(k_layout, env)
     free_pos = two_rooms.sample_free_position(k_pos, wall_x, env)
     free_heading = jax.random.uniform(k_head, (), minval=0.0, maxval=2 * math.pi)
@@ -98,9 +101,19 @@ def _one_trajectory(key, length: int, env: two_rooms.EnvParams, pp: PolicyParams
     cross_pos = jnp.stack([wall_x - side * (env.wall_half_width + dist), door_y + dy])
     cross_pos = jnp.clip(cross_pos, env.low + 0.5, env.high - 0.5)
     cross_heading = jnp.where(side > 0, 0.0, math.pi) + 0.3 * jax.random.normal(kd3, ())
-    is_cross = jax.random.bernoulli(k_cross, pp.cross_wall_rate)
-    pos0 = jnp.where(is_cross, cross_pos, free_pos)
-    heading = jnp.where(is_cross, cross_heading, free_heading)
+    # Wall-seeking start: 1-12 px from the middle wall at any height, heading into it.
+    ks1, ks2, ks3, ks4 = jax.random.split(k_seek, 4)
+    seek_dist = jax.random.uniform(ks1, (), minval=1.0, maxval=12.0)
+    seek_y = jax.random.uniform(ks2, (), minval=env.low + 1.0, maxval=env.high - 1.0)
+    seek_pos = jnp.stack([wall_x - side * (env.wall_half_width + seek_dist), seek_y])
+    seek_pos = jnp.clip(seek_pos, env.low + 0.5, env.high - 0.5)
+    seek_heading = jnp.where(side > 0, 0.0, math.pi) + 0.6 * jax.random.normal(ks3, ())
+    u = jax.random.uniform(k_cross)
+    is_cross = u < pp.cross_wall_rate
+    is_seek = (u >= pp.cross_wall_rate) & (u < pp.cross_wall_rate + pp.wall_seek_rate)
+    del ks4
+    pos0 = jnp.where(is_cross, cross_pos, jnp.where(is_seek, seek_pos, free_pos))
+    heading = jnp.where(is_cross, cross_heading, jnp.where(is_seek, seek_heading, free_heading))
     actions = _random_walk_actions(k_act, length - 1, pp, heading)
 
     def body(pos, a):
