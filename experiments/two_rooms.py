@@ -51,7 +51,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         batch_size=64, num_steps=1200, learning_rate=3e-3, warmup_steps=100,
         final_lr_fraction=0.01, weight_decay=1e-5, grad_clip=1.0, log_every=50,
         eval_every=1200, checkpoint_every=200, max_to_keep=3, collapse_std_threshold=1e-3,
-        predictor_steps=6000, predictor_batch_size=256, predictor_learning_rate=3e-3))
+        predictor_steps=4000, predictor_batch_size=256, predictor_learning_rate=2e-3))
 
     c.diagnostics = ml_collections.ConfigDict(dict(
         seed=12345, num_probe=512, num_heldout=256, num_wall=256))

@@ -149,7 +149,8 @@ def test_keypoints_are_in_input_pixels(keypoint_channels):
     enc["log_temperature"] = np.log(np.float32(0.01))
     if keypoint_channels:
         # Full-resolution branch: a delta kernel copies the agent channel.
-        enc["Conv_1"]["kernel"][2, 2, 0, :] = 1.0
+        c = cfg.keypoint_kernel // 2
+        enc["Conv_1"]["kernel"][c, c, 0, :] = 1.0
         pos = np.array([20.0, 41.0], np.float32)  # on the pixel grid
     else:
         # Trunk: channel 0 sums the agent channel over each 4x4 cell (space-to-depth puts
