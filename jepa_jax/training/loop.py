@@ -176,7 +176,7 @@ class Experiment:
             return self.objective(self.wm, params, batch, key, cfg.loss)
 
         (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        aux["grad_norm"] = optax.global_norm(grads)
+        aux["grad_norm"] = optax.tree.norm(grads)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
@@ -207,7 +207,7 @@ class Experiment:
                                                              state.params["predictor"])
         params = {**state.params,
                   "predictor": optax.apply_updates(state.params["predictor"], updates)}
-        aux = {"predictor_loss": loss, "grad_norm": optax.global_norm(grads)}
+        aux = {"predictor_loss": loss, "grad_norm": optax.tree.norm(grads)}
         return state.replace(step=state.step + 1, params=params,
                              pred_opt_state=pred_opt_state), aux
 
