@@ -214,3 +214,15 @@ def print_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
     print(line.format(*("-" * w for w in widths)))
     for r in rows:
         print(line.format(*map(str, r)))
+
+
+def print_report_tail(ratios: dict[str, float], results: dict[str, Any], parity_diff: float,
+                      parity_what: str, path: Path) -> None:
+    """The closing lines both benchmarks print: ratios, warnings, and where the JSON went."""
+    print("ratios: " + ", ".join(f"{k}={v:.2f}" for k, v in ratios.items()))
+    warnings = [contention_warning(results["torch_thread_probe"],
+                                   results["torch_thread_probe_end"]),
+                parity_warning(parity_diff, parity_what)]
+    for warning in filter(None, warnings):
+        print(warning)
+    print(f"wrote {path}")

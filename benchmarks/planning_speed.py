@@ -293,15 +293,10 @@ def main(argv=None) -> int:
     common.print_table([tuple(fmt(v) for v in r) for r in rows],
                        ("planner", "plans/s single", f"plans/s batch {args.batch}",
                         "compile s"))
-    print("ratios: " + ", ".join(f"{k}={v:.2f}" for k, v in ratios.items()))
-    warnings = [common.contention_warning(results["torch_thread_probe"],
-                                          results["torch_thread_probe_end"]),
-                common.parity_warning(max(par["cost_max_rel_diff"],
-                                          par["one_restart_plan"]["final_cost_rel_diff"]),
-                                      "planning cost")]
-    for warning in filter(None, warnings):
-        print(warning)
-    print(f"wrote {path}")
+    common.print_report_tail(ratios, results,
+                             max(par["cost_max_rel_diff"],
+                                 par["one_restart_plan"]["final_cost_rel_diff"]),
+                             "planning cost", path)
     return 0
 
 

@@ -285,13 +285,8 @@ def main(argv=None) -> int:
     print(f"preset={preset} batch={config.train.batch_size}x{config.data.length} frames; "
           f"parity max rel diff {results['parity']['max_rel_diff']:.1e}")
     common.print_table(rows, ("variant", "frames/s", "compile s"))
-    print("ratios: " + ", ".join(f"{k}={v:.2f}" for k, v in ratios.items()))
-    warnings = [common.contention_warning(results["torch_thread_probe"],
-                                          results["torch_thread_probe_end"]),
-                common.parity_warning(results["parity"]["max_rel_diff"], "loss terms")]
-    for warning in filter(None, warnings):
-        print(warning)
-    print(f"wrote {path}")
+    common.print_report_tail(ratios, results, results["parity"]["max_rel_diff"], "loss terms",
+                             path)
     return 0
 
 

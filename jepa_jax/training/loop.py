@@ -225,7 +225,7 @@ def _check_health(step: int, metrics: dict[str, float], cfg: ml_collections.Conf
 
 
 def run_diagnostics(exp: Experiment, params: Any, data: diagnostics.DiagnosticData,
-                    workdir: Path | None = None, step: int | None = None) -> dict[str, float]:
+                    workdir: Path | None = None) -> dict[str, float]:
     """Diagnostics metrics; with a workdir also writes the PNGs there."""
     metrics, arrays = diagnostics.evaluate_world_model(exp.wm, params, data, exp.env)
     if workdir is not None:
@@ -302,14 +302,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
             is_eval = tcfg.eval_every and done % tcfg.eval_every == 0
             if is_eval or done == total:
                 final = run_diagnostics(exp, state.params, diag,
-                                        workdir if done == total else None, done)
+                                        workdir if done == total else None)
                 writer.write_scalars(done, {f"eval/{k}": v for k, v in final.items()})
                 writer.flush()
         if not final:  # resumed after the last step
             if final_path.exists():
                 final = json.loads(final_path.read_text())
             else:
-                final = run_diagnostics(exp, state.params, diag, workdir, total)
+                final = run_diagnostics(exp, state.params, diag, workdir)
     finally:
         bar.close()
         checkpointer.close()

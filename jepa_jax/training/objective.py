@@ -67,11 +67,11 @@ def scale_prediction_gradient(emb: jax.Array, keypoint_dims: int, keypoint_scale
     keypoints keeps them on what moves while the global code still learns, from the
     prediction error, the layout that the dynamics depend on.
     """
+    if keypoint_scale == 1.0 and global_scale == 1.0:
+        return emb
     scale = jnp.concatenate([jnp.full((keypoint_dims,), keypoint_scale, emb.dtype),
                              jnp.full((emb.shape[-1] - keypoint_dims,), global_scale,
                                       emb.dtype)])
-    if keypoint_scale == 1.0 and global_scale == 1.0:
-        return emb
     return scale * emb + (1.0 - scale) * jax.lax.stop_gradient(emb)
 
 
