@@ -16,6 +16,9 @@ Terms:
   temporal terms used by JEPA world models (e.g. PLDM, Sobal et al. 2025).
 * :func:`jepa_multistep_loss` -- multistep latent-prediction loss of a world model, with a
   regulariser chosen from :data:`REGULARIZERS`.
+* :func:`gaussian_kl` -- the regulariser of a latent variable z: KL of the amortised
+  posterior ``q(z | s, a, s')`` to the prior N(0, I) (Kingma & Welling, 2014; the
+  information cost that keeps z from copying the next state).
 
 Writing a new loss: write a pure function with the signature of
 :func:`jepa_multistep_loss` -- ``(predicted, embeddings, **options) -> (loss, aux)``, where
@@ -50,6 +53,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 __all__ = [
     "REGULARIZERS",
     "covariance_loss",
+    "gaussian_kl",
     "inverse_dynamics_loss",
     "jepa_multistep_loss",
     "prediction_error",
@@ -417,6 +421,43 @@ def temporal_straightness_loss(embeddings, eps: float = 1e-8) -> jax.Array:
     norm1 = jnp.sqrt(jnp.sum(jnp.square(v1), axis=-1) + eps)
     cos = jnp.sum(v0 * v1, axis=-1) / (norm0 * norm1)
     return jnp.mean(1.0 - cos)
+
+
+# ---------------------------------------------------------------------- latent variable z
+
+
+def gaussian_kl(mean, log_var) -> jax.Array:
+    """KL divergence of a diagonal Gaussian to the standard normal, per example.
+
+    ``KL(N(mean, diag(exp(log_var))) || N(0, I)) = 0.5 * sum_k (exp(lv_k) + mean_k^2 - 1 -
+    lv_k)``, summed over the last axis (the z dimensions): the number of nats the posterior
+    of a latent variable spends on one example. In a latent-variable world model it is the
+    price of each bit z carries about the next state, so that z only carries what the
+    current state and action cannot predict; with the prior N(0, I) it also makes prior
+    samples look like the posterior samples the predictor was trained on.
+
+    Args:
+      mean: posterior means, shape ``(..., Z)``.
+      log_var: posterior log-variances, same shape as ``mean``.
+
+    Returns:
+      Array of shape ``(...)`` (>= 0, 0 iff mean = 0 and log_var = 0); reduce it yourself.
+
+    Example::
+
+      >>> float(gaussian_kl(jnp.array([1.0, 0.0]), jnp.array([0.0, 0.0])))
+      0.5
+
+    References:
+      Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014 (appendix B);
+      LeCun, "A Path Towards Autonomous Machine Intelligence", 2022 (section 4.8: latent
+      variables and their regularisation).
+    """
+    mean = _as_float("mean", mean)
+    log_var = _as_float("log_var", log_var)
+    _check_min_rank("mean", mean, 1, "(..., Z)")
+    _check_same_shape("mean", mean, "log_var", log_var)
+    return 0.5 * jnp.sum(jnp.exp(log_var) + jnp.square(mean) - 1.0 - log_var, axis=-1)
 
 
 # --------------------------------------------------------------------------- JEPA objective

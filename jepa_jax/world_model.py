@@ -1,14 +1,25 @@
 """The JEPA world model as pure functions of an explicit parameter pytree.
 
-``params = {"encoder": ..., "predictor": ..., "inverse": ...}`` (the last only when the
-inverse-dynamics regulariser is on). Every method is a pure function; all of them jit, vmap
-and differentiate::
+``params = {"encoder": ..., "predictor": ..., "inverse": ..., "posterior": ...}`` (inverse
+only when the inverse-dynamics regulariser is on, posterior only when ``z_dim > 0``). Every
+method is a pure function; all of them jit, vmap and differentiate::
 
     wm = make_world_model(config.model, obs_shape=(65, 65, 2), action_dim=2)
     params = wm.init(key)
     s = wm.encode(params, obs)                 # (..., H, W, C) -> (..., D)
     s1 = wm.predict(params, s, a)              # (..., D), (..., A) -> (..., D)
     traj = wm.rollout(params, s, actions)      # (D,), (T, A) -> (T, D)
+
+Latent variable z (``model.z_dim > 0``): the predictor takes ``z`` (..., z_dim), what one
+frame and the action cannot tell about the next frame. Training infers it with the
+amortised posterior ``wm.posterior(params, s, a, s_next)`` (and ``wm.sample_posterior``);
+planning draws it from the prior N(0, I) with ``wm.sample_z``::
+
+    zs = wm.sample_z(key, (K, T))              # (K, T, z_dim)
+    futures = jax.vmap(lambda z: wm.rollout(params, s, actions, z))(zs)   # (K, T, D)
+
+With ``z_dim == 0`` (the default) the model is deterministic, there is no posterior, and
+every function computes exactly what it did before z existed.
 """
 
 from __future__ import annotations
@@ -22,14 +33,15 @@ import ml_collections
 from flax import struct
 
 from jepa_jax.networks.encoders import ConvEncoder, MLPEncoder
-from jepa_jax.networks.predictors import InverseDynamics, MLPPredictor
+from jepa_jax.networks.predictors import InverseDynamics, MLPPredictor, ZPosterior
 
 Params = Any
 
 
 @struct.dataclass
 class WorldModel:
-    """Encoder + predictor (+ optional inverse-dynamics head). Modules are static fields."""
+    """Encoder + predictor (+ optional inverse-dynamics head, + the posterior of z when
+    ``z_dim > 0``). Modules are static fields."""
 
     encoder: nn.Module = struct.field(pytree_node=False)
     predictor: nn.Module = struct.field(pytree_node=False)
@@ -39,6 +51,13 @@ class WorldModel:
     latent_dim: int = struct.field(pytree_node=False)
     z_dim: int = struct.field(pytree_node=False, default=0)
     keypoint_dims: int = struct.field(pytree_node=False, default=0)  # leading latent dims
+    posterior_net: nn.Module | None = struct.field(pytree_node=False, default=None)
+
+    def __post_init__(self):
+        if self.z_dim < 0:
+            raise ValueError(f"model.z_dim must be >= 0, got {self.z_dim}")
+        if self.z_dim and self.posterior_net is None:
+            raise ValueError(f"a world model with z_dim={self.z_dim} needs a posterior network")
 
     def init(self, key: jax.Array) -> Params:
         """Initial parameters (a dict of pytrees)."""
@@ -51,6 +70,8 @@ class WorldModel:
                   "predictor": self.predictor.init(k_pred, s, a, z)}
         if self.inverse is not None:
             params["inverse"] = self.inverse.init(k_inv, s, s)
+        if self.z_dim:  # its own key, so that z_dim = 0 draws the other parameters as before
+            params["posterior"] = self.posterior_net.init(jax.random.fold_in(key, 3), s, a, s)
         return params
 
     def check_obs(self, obs: jax.Array, name: str = "obs") -> None:
@@ -98,6 +119,38 @@ class WorldModel:
         _, traj = jax.lax.scan(body, s0, (acts, zs))
         return jnp.moveaxis(traj, 0, -2)
 
+    def check_z(self, z: jax.Array, name: str = "z") -> None:
+        """Raises ValueError unless ``z`` ends in this model's ``z_dim`` (> 0)."""
+        if not self.z_dim:
+            raise ValueError(f"{name} given, but this world model has no latent variable "
+                             f"(z_dim=0)")
+        if z.shape[-1] != self.z_dim:
+            raise ValueError(f"{name} has last dimension {z.shape[-1]}, the world model has "
+                             f"z_dim={self.z_dim}")
+
+    def posterior(self, params: Params, s: jax.Array, a: jax.Array,
+                  s_next: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``q(z | s, a, s_next)``: (mean, log_var), each (..., z_dim)."""
+        if not self.z_dim:
+            raise ValueError("this world model has no latent variable (model.z_dim=0)")
+        return self.posterior_net.apply(params["posterior"], s, a, s_next)
+
+    def sample_posterior(self, params: Params, key: jax.Array, s: jax.Array, a: jax.Array,
+                         s_next: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """A reparametrised draw ``z = mean + exp(log_var / 2) * eps`` from the posterior.
+
+        Returns ``(z, mean, log_var)``, each (..., z_dim).
+        """
+        mean, log_var = self.posterior(params, s, a, s_next)
+        eps = jax.random.normal(key, mean.shape, mean.dtype)
+        return mean + jnp.exp(0.5 * log_var) * eps, mean, log_var
+
+    def sample_z(self, key: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
+        """Draws z from the prior N(0, I): (*shape, z_dim)."""
+        if not self.z_dim:
+            raise ValueError("this world model has no latent variable (model.z_dim=0)")
+        return jax.random.normal(key, (*shape, self.z_dim), jnp.float32)
+
     def inverse_dynamics(self, params: Params, s: jax.Array, s_next: jax.Array) -> jax.Array:
         """Predicted action (..., A) from consecutive latents (..., D)."""
         if self.inverse is None:
@@ -115,7 +168,8 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
     ``keypoint_kernel``, ``keypoint_init_temperature``, ``layout_keypoints``, ``latent_dim``
     (0: concatenation of keypoints, layout keypoints and global code),
     ``mlp_hidden`` (MLP encoder), ``predictor_hidden``, ``action_scale``, ``z_dim``,
-    ``inverse_dynamics_hidden`` (empty tuple: no inverse-dynamics head).
+    ``inverse_dynamics_hidden`` (empty tuple: no inverse-dynamics head), and when
+    ``z_dim > 0`` the posterior's ``posterior_hidden`` (default (128, 128)).
     """
     if cfg.encoder == "conv":
         if len(obs_shape) != 3:
@@ -142,6 +196,12 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
                         z_dim=cfg.z_dim)
     inv = (InverseDynamics(action_dim=action_dim, hidden=tuple(cfg.inverse_dynamics_hidden))
            if len(cfg.inverse_dynamics_hidden) else None)
+    if not isinstance(cfg.z_dim, int) or cfg.z_dim < 0:
+        raise ValueError(f"model.z_dim must be an integer >= 0, got {cfg.z_dim!r}")
+    post = None
+    if cfg.z_dim:
+        post = ZPosterior(z_dim=cfg.z_dim, hidden=tuple(cfg.get("posterior_hidden", (128, 128))),
+                          action_scale=cfg.action_scale)
     return WorldModel(encoder=enc, predictor=pred, inverse=inv, obs_shape=tuple(obs_shape),
                       action_dim=action_dim, latent_dim=latent_dim, z_dim=cfg.z_dim,
-                      keypoint_dims=keypoint_dims)
+                      keypoint_dims=keypoint_dims, posterior_net=post)

@@ -1,4 +1,5 @@
-"""Action-conditioned latent predictor ``s' = Pred(s, a, z)`` and small auxiliary heads."""
+"""Action-conditioned latent predictor ``s' = Pred(s, a, z)``, the amortised posterior
+``q(z | s, a, s')`` of its latent variable, and small auxiliary heads."""
 
 from __future__ import annotations
 
@@ -53,3 +54,28 @@ class InverseDynamics(nn.Module):
         for width in self.hidden:
             h = nn.gelu(nn.Dense(width)(h))
         return nn.Dense(self.action_dim)(h)
+
+
+class ZPosterior(nn.Module):
+    """Amortised inference of the latent variable: ``q(z | s, a, s') = N(mean, diag(var))``.
+
+    Sees the transition ``(s, a, s' - s)``; with a KL penalty towards the prior N(0, I) it
+    is pushed to encode only what ``s`` and ``a`` do not already determine about ``s'``.
+    The last layer starts at zero, so that q starts as the prior.
+
+    Shapes: s (..., D), a (..., A), s_next (..., D) -> mean (..., z_dim), log_var (..., z_dim).
+    """
+
+    z_dim: int
+    hidden: Sequence[int] = (128, 128)
+    action_scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, s: jax.Array, a: jax.Array,
+                 s_next: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = jnp.concatenate([s, a * self.action_scale, s_next - s], -1)
+        for width in self.hidden:
+            h = nn.gelu(nn.Dense(width)(h))
+        out = nn.Dense(2 * self.z_dim, kernel_init=nn.initializers.zeros)(h)
+        mean, log_var = jnp.split(out, 2, axis=-1)
+        return mean, log_var
