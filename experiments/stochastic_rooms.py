@@ -43,15 +43,19 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         keypoint_init_temperature=0.02, layout_keypoints=0, latent_dim=0,
         mlp_hidden=(128, 128),
         predictor_hidden=(256, 256, 256), action_scale=0.5, z_dim=2,
-        posterior_hidden=(128, 128), inverse_dynamics_hidden=(128,)))
+        posterior_hidden=(128, 128), z_prior="mixture", prior_components=4,
+        prior_hidden=(128, 128), inverse_dynamics_hidden=(128,)))
 
-    # z_kl_coeff weighs the KL of z's posterior (nats per transition) against sim_coeff *
-    # the prediction MSE; the predictor-only phase keeps the same ratio.
+    # z_kl_coeff weighs the KL of z's posterior to N(0, I) (nats per transition) against
+    # sim_coeff * the prediction MSE; z_prior_coeff the fit of the learned prior p(z|s) to
+    # posterior samples (stop-gradient: it changes nothing else). The predictor-only phase
+    # keeps the same ratios.
     c.loss = ml_collections.ConfigDict(dict(
         name="jepa", sim_coeff=340.0, std_coeff=10.0, cov_coeff=1.0, regularizer="vicreg",
         sigreg_coeff=1.0, num_projections=256, idm_coeff=50.0, smoothness_coeff=10.0,
         straightness_coeff=0.0, temporal_std_coeff=1.0,
-        pred_grad_scale_keypoints=0.05, pred_grad_scale_global=1.0, z_kl_coeff=1.0))
+        pred_grad_scale_keypoints=0.05, pred_grad_scale_global=1.0, z_kl_coeff=1.0,
+        z_prior_coeff=1.0))
 
     c.train = ml_collections.ConfigDict(dict(
         batch_size=64, num_steps=1200, learning_rate=3e-3, warmup_steps=100,
@@ -88,6 +92,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         c.model.global_dim = 8
         c.model.predictor_hidden = (64, 64)
         c.model.posterior_hidden = (32,)
+        c.model.prior_hidden = (32,)
         c.model.inverse_dynamics_hidden = (32,)
         c.loss.sim_coeff = 100.0
         c.train.batch_size = 16

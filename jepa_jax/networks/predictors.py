@@ -79,3 +79,34 @@ class ZPosterior(nn.Module):
         out = nn.Dense(2 * self.z_dim, kernel_init=nn.initializers.zeros)(h)
         mean, log_var = jnp.split(out, 2, axis=-1)
         return mean, log_var
+
+
+class ZPrior(nn.Module):
+    """Learned prior of the latent variable: ``p(z | s)``, a mixture of ``num_components``
+    diagonal Gaussians (a mixture density network).
+
+    Fitted to samples of the posterior ``q(z | s, a, s')`` so that planning draws z with
+    the frequencies the world showed in each state (e.g. a gust on a windy bridge, and
+    nothing elsewhere), modes included, which a single Gaussian cannot represent.
+
+    Shapes: s (..., D) -> logits (..., M), means (..., M, z_dim), log_stds (..., M, z_dim).
+    """
+
+    z_dim: int
+    num_components: int = 4
+    hidden: Sequence[int] = (128, 128)
+    min_log_std: float = -5.0
+    max_log_std: float = 2.0
+
+    @nn.compact
+    def __call__(self, s: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        m, z = self.num_components, self.z_dim
+        h = s
+        for width in self.hidden:
+            h = nn.gelu(nn.Dense(width)(h))
+        out = nn.Dense(m + 2 * m * z)(h)
+        logits = out[..., :m]
+        means = out[..., m:m + m * z].reshape(*s.shape[:-1], m, z)
+        log_stds = jnp.clip(out[..., m + m * z:].reshape(*s.shape[:-1], m, z),
+                            self.min_log_std, self.max_log_std)
+        return logits, means, log_stds

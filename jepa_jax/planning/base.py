@@ -18,13 +18,15 @@ and ``optimize(cfg, objective, init_actions, key) -> (actions, cost_per_iter, ex
 where ``objective(actions (H, A)) -> scalar`` already closes over the encoded start and goal.
 
 Planning under uncertainty: with a world model that has a latent variable
-(``world_model.z_dim > 0``), each ``plan`` call draws ``z_samples`` = K sequences of z
-(K, H, z_dim) from the model's prior, and the objective of an action sequence becomes a
-risk measure (``risk``: "mean", "cvar" at level ``cvar_alpha``, or "worst"; see
-:func:`jepa_jax.cost.risk_measure`) of the costs of the K sampled futures. The samples are
-drawn once per call and shared by every iterate and restart (common random numbers), so the
-objective is a deterministic, differentiable function of the actions and restarts compare
-fairly. With ``z_dim == 0`` nothing of this is traced and ``z_samples`` must be 1.
+(``world_model.z_dim > 0``), each ``plan`` call draws ``z_samples`` = K futures from the
+model's prior (K noise sequences; z_t is drawn from the prior at each predicted state s_t,
+so a learned prior ``p(z | s)`` gives each state its own spread), and the objective of an
+action sequence becomes a risk measure (``risk``: "mean", "cvar" at level ``cvar_alpha``,
+or "worst"; see :func:`jepa_jax.cost.risk_measure`) of the costs of the K sampled futures.
+The noise is drawn once per call and shared by every iterate and restart (common random
+numbers), so the objective is a deterministic function of the actions (differentiable but
+for a learned prior's choice of mixture component) and restarts compare fairly. With
+``z_dim == 0`` nothing of this is traced and ``z_samples`` must be 1.
 """
 
 from __future__ import annotations
@@ -62,9 +64,10 @@ Objective = Callable[[jax.Array], jax.Array]
 class WorldModelLike(Protocol):
     """What planners use of a world model: pure functions of explicit ``params``, unbatched.
 
-    A world model with a latent variable also has ``z_dim > 0`` and
-    ``sample_z(key, shape) -> (*shape, z_dim)`` (its prior); without ``z_dim`` it counts
-    as deterministic.
+    A world model with a latent variable also has ``z_dim > 0``, ``sample_noise(key,
+    shape) -> (*shape, noise_dim)`` and ``rollout_noise(params, s0, actions (H, A), noise
+    (H, noise_dim)) -> (H, D)``, a future sampled from its prior (see
+    ``jepa_jax.world_model.WorldModel``); without ``z_dim`` it counts as deterministic.
     """
 
     def encode(self, params: Any, obs: jax.Array) -> jax.Array:
@@ -266,20 +269,28 @@ class Planner:
         if not z_dim:
             raise ValueError("z was given, but the world model has no latent variable "
                              "(z_dim=0)")
-        if z is None:
+        wm = self.world_model
+        s0 = wm.encode(params, obs)
+        goal = wm.encode(params, goal_obs)
+        if z is None:  # K futures from the prior, drawn along each rollout
             key, k_z = jax.random.split(key)
-            z = self.world_model.sample_z(k_z, (cfg.z_samples, cfg.horizon))
-        z = jnp.asarray(z)
-        if z.ndim == 2:
-            z = z[None]
-        if z.ndim != 3 or z.shape[1:] != (cfg.horizon, z_dim):
-            raise ValueError(f"z must have shape (K, horizon={cfg.horizon}, z_dim={z_dim}) or "
-                             f"(horizon, z_dim), got {tuple(z.shape)}")
-        s0 = self.world_model.encode(params, obs)
-        goal = self.world_model.encode(params, goal_obs)
+            noise = wm.sample_noise(k_z, (cfg.z_samples, cfg.horizon))
+
+            def future(actions, n):
+                return wm.rollout_noise(params, s0, actions, n)
+        else:  # the given z sequences
+            noise = jnp.asarray(z)
+            if noise.ndim == 2:
+                noise = noise[None]
+            if noise.ndim != 3 or noise.shape[1:] != (cfg.horizon, z_dim):
+                raise ValueError(f"z must have shape (K, horizon={cfg.horizon}, z_dim={z_dim}) "
+                                 f"or (horizon, z_dim), got {tuple(noise.shape)}")
+
+            def future(actions, zk):
+                return rollout(wm, params, s0, actions, zk)
 
         def sample_costs(actions):
-            states = jax.vmap(lambda zk: rollout(self.world_model, params, s0, actions, zk))(z)
+            states = jax.vmap(lambda n: future(actions, n))(noise)
             costs = jax.vmap(lambda st: self.cost_fn(st, actions, goal))(states)
             return costs, states
 
@@ -289,7 +300,7 @@ class Planner:
         actions, cost_per_iter, extra = self.optimize(cfg, objective, init_actions, key)
         actions = clip_by_norm(actions, cfg.action_bound)
         costs, sample_states = sample_costs(actions)
-        mean_states = rollout(self.world_model, params, s0, actions, jnp.zeros_like(z[0]))
+        mean_states = rollout(wm, params, s0, actions, jnp.zeros((cfg.horizon, z_dim)))
         info = {
             "cost_per_iter": cost_per_iter,
             "final_cost": risk_measure(costs, cfg.risk, cfg.cvar_alpha),

@@ -29,7 +29,7 @@ from jepa_jax.envs import two_rooms, windy_rooms
 from jepa_jax.training import checkpoint as ckpt_lib
 from jepa_jax.training import metrics as metrics_lib
 from jepa_jax.training import plots
-from jepa_jax.training.objective import get_objective, infer_z
+from jepa_jax.training.objective import get_objective, infer_z, prior_nll
 from jepa_jax.world_model import WorldModel, make_world_model
 
 log = logging.getLogger(__name__)
@@ -146,8 +146,9 @@ class Experiment:
 
     With a latent variable (``model.z_dim > 0``) the second phase trains the posterior
     ``q(z | s, a, s')`` along with the predictor, on the same cached latents, with the loss
-    ``MSE + (z_kl_coeff / sim_coeff) * KL``: the KL's weight relative to the prediction
-    error is the same as in the first phase.
+    ``MSE + (z_kl_coeff / sim_coeff) * KL`` (+ ``(z_prior_coeff / sim_coeff) * NLL`` of a
+    learned prior): the weights relative to the prediction error are those of the first
+    phase.
     """
 
     def __init__(self, config: ml_collections.ConfigDict):
@@ -176,9 +177,10 @@ class Experiment:
         return self._data
 
     def phase2_params(self, params: Any) -> Any:
-        """What the predictor-only phase trains: the predictor (and z's posterior, if any)."""
+        """What the predictor-only phase trains: the predictor (and z's posterior and
+        learned prior, if any)."""
         if self.wm.z_dim:
-            return {"predictor": params["predictor"], "posterior": params["posterior"]}
+            return {k: params[k] for k in ("predictor", "posterior", "prior") if k in params}
         return params["predictor"]
 
     def _with_phase2_params(self, params: Any, trained: Any) -> Any:
@@ -250,6 +252,7 @@ class Experiment:
         cfg = self.config
         key = jax.random.fold_in(state.rng, state.step)
         kl_coeff = cfg.loss.z_kl_coeff / cfg.loss.sim_coeff
+        prior_coeff = cfg.loss.get("z_prior_coeff", 1.0) / cfg.loss.sim_coeff
         trained = self.phase2_params(state.params)
 
         def loss_fn(trained):
@@ -257,13 +260,17 @@ class Experiment:
             zs, kl = infer_z(self.wm, params, lat, acts, key)
             pred = self.wm.rollout(params, lat[:, 0], acts, zs)
             mse = jnp.mean((pred - lat[:, 1:]) ** 2)
-            return mse + kl_coeff * kl, (mse, kl)
+            nll = (prior_nll(self.wm, params, lat[:, :-1], zs) if self.wm.prior_net is not None
+                   else jnp.zeros(()))
+            return mse + kl_coeff * kl + prior_coeff * nll, (mse, kl, nll)
 
-        (_, (mse, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
+        (_, (mse, kl, nll)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
         updates, pred_opt_state = self.pred_optimizer.update(grads, state.pred_opt_state,
                                                              trained)
         params = self._with_phase2_params(state.params, optax.apply_updates(trained, updates))
         aux = {"predictor_loss": mse, "z_kl": kl, "grad_norm": optax.tree.norm(grads)}
+        if self.wm.prior_net is not None:
+            aux["z_prior_nll"] = nll
         return state.replace(step=state.step + 1, params=params,
                              pred_opt_state=pred_opt_state), aux
 

@@ -94,6 +94,14 @@ def infer_z(wm: WorldModel, params: Any, emb: jax.Array, actions: jax.Array,
     return z, jnp.mean(losses.gaussian_kl(mean, log_var))
 
 
+def prior_nll(wm: WorldModel, params: Any, s: jax.Array, z: jax.Array) -> jax.Array:
+    """Mean negative log-likelihood of posterior samples ``z`` (..., z_dim) under the learned
+    prior ``p(z | s)`` (..., D). Both inputs are stop-gradient: this only fits the prior to
+    what the posterior does, it does not pull the posterior or the encoder towards it."""
+    logits, means, log_stds = wm.prior(params, jax.lax.stop_gradient(s))
+    return jnp.mean(losses.mixture_nll(jax.lax.stop_gradient(z), logits, means, log_stds))
+
+
 @register_objective("jepa")
 def jepa_objective(wm: WorldModel, params: Any, batch: Batch, key: jax.Array,
                    cfg: ml_collections.ConfigDict) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -118,7 +126,9 @@ def jepa_objective(wm: WorldModel, params: Any, batch: Batch, key: jax.Array,
     amortised posterior ``q(z | s_t, a_t, s_{t+1})`` of the observed latents (see
     :func:`infer_z`), and ``z_kl_coeff * KL(q || N(0, I))`` (mean nats per transition) is
     added: the model explains with z only what is worth its information cost. With
-    ``z_dim == 0`` none of this is traced.
+    ``z_dim == 0`` none of this is traced. With a learned prior (``model.z_prior=
+    "mixture"``), ``z_prior_coeff`` times :func:`prior_nll` fits it to the posterior's
+    samples.
     """
     emb = wm.encode(params, batch.obs)  # (B, T, D)
     emb_pred = scale_prediction_gradient(emb, wm.keypoint_dims, cfg.pred_grad_scale_keypoints,
@@ -134,6 +144,9 @@ def jepa_objective(wm: WorldModel, params: Any, batch: Batch, key: jax.Array,
     if wm.z_dim:
         aux["z_kl"] = kl
         loss = loss + cfg.z_kl_coeff * kl
+    if wm.prior_net is not None:
+        aux["z_prior_nll"] = prior_nll(wm, params, emb[:, :-1], z)
+        loss = loss + cfg.get("z_prior_coeff", 1.0) * aux["z_prior_nll"]
     if cfg.idm_coeff:
         act = wm.inverse_dynamics(params, emb[:, :-1], emb[:, 1:])
         aux["inverse_dynamics"] = losses.inverse_dynamics_loss(act, batch.actions)
