@@ -7,10 +7,10 @@ Presets (``--config experiments/stochastic_rooms.py:<preset>``):
   default        z model (z_dim 2) on Windy Two-Rooms; trains in under 10 minutes on 2 CPU cores
   deterministic  the same world, data, networks and schedule with z_dim 0 (the baseline)
   tiny           seconds; for tests and smoke runs (z model)
-The world (jepa_jax/envs/windy_rooms.py) has a calm door and a windy one over a chasm;
-a gust on the windy bridge throws the agent into a pit with probability 2 * gust_prob per
-step. Planning samples K = planning.gradient.z_samples futures from z's prior and
-minimises the risk measure planning.gradient.risk ("mean" | "cvar" | "worst") of their
+The world (jepa_jax/envs/windy_rooms.py): the door between the rooms is a bridge over a
+chasm where gusts blow the agent up or down; blown off the bridge, it is stuck. Planning
+samples K = planning.gradient.z_samples futures from z's (learned) prior and minimises the
+risk measure planning.gradient.risk ("mean" | "cvar" | "worst") of their
 costs. Measured comparison: python benchmarks/latent_z.py.
 """
 
@@ -23,14 +23,16 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.preset = preset
     c.seed = 0
 
-    # Windy Two-Rooms (see jepa_jax/envs/windy_rooms.py): fixed layout, calm door at y=48,
-    # windy door at y=16; gusts of 6 px (wider than the 4 px half-door) with probability
-    # 0.1 each way per step on the 13 px bridge.
+    # Windy Two-Rooms (see jepa_jax/envs/windy_rooms.py): fixed layout, the only door a
+    # bridge 17 px high (y = 32 +- 8) and 13 px long over pits, where gusts of 5 px blow
+    # up or down with probability 0.2 each per step: from a corner of the door one gust
+    # throws the agent into a pit, from the middle it takes two in the same direction.
     c.env = ml_collections.ConfigDict(dict(
         name="windy_rooms", img_size=65, border=4.0, wall_half_width=1.0, door_half_width=4.0,
         wall_x_range=(24.0, 40.0), door_y_range=(38.0, 54.0), random_layout=False,
-        wall_x=32.0, door_y=48.0, windy_door_y=16.0, wind_half_length=6.0, pit_width=6.0,
-        gust=6.0, gust_prob=0.1, action_bound=2.45, dot_std=1.3, max_steps=200))
+        wall_x=32.0, door_y=48.0, windy_door_y=32.0, windy_half_width=8.0, calm_door=False,
+        wind_half_length=6.0, pit_width=6.0, gust=5.0, gust_prob=0.2, action_bound=2.45,
+        dot_std=1.3, max_steps=200))
 
     # As for Two-Rooms; door-crossing starts pick either door at random.
     c.data = ml_collections.ConfigDict(dict(

@@ -92,10 +92,15 @@ def make_wall_push_problems(key: jax.Array, num: int, env: two_rooms.EnvParams,
     x = wall_x + side * (env.wall_half_width + dist)
     # y away from the door: pick above or below, whichever side has room.
     gap = env.door_half_width + 3.0
-    if envs.is_stochastic(env):  # Windy Two-Rooms: the stretch of wall between the doors
-        top = env.windy_door_y + env.door_half_width + env.pit_width + 3.0
-        lo_band = (jnp.minimum(top, door_y - gap), door_y - gap)
-        hi_band = (door_y + gap, env.high - 1.0)
+    if envs.is_stochastic(env):  # Windy Two-Rooms: wall away from the doors and the pits
+        reach = env.windy_half_width + env.pit_width + 3.0
+        if env.calm_door:  # the stretch between the windy door (above) and the calm one
+            lo_band = (jnp.minimum(env.windy_door_y + reach, door_y - gap), door_y - gap)
+            hi_band = (door_y + gap, env.high - 1.0)
+        else:
+            door_y = jnp.full_like(door_y, env.windy_door_y)
+            lo_band = (env.low + 1.0, door_y - reach)
+            hi_band = (door_y + reach, env.high - 1.0)
     else:
         lo_band = (env.low + 1.0, door_y - gap)
         hi_band = (door_y + gap, env.high - 1.0)

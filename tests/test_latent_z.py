@@ -86,6 +86,22 @@ class TestWindyRooms:
         assert stepped.pos.shape == (256, 2) and int(stepped.t[0]) == 1
         np.testing.assert_allclose(envs.render(state, P), obs, atol=1e-6)  # by params' type
 
+    def test_single_windy_door_variant(self):
+        env = loop.env_params_from_config(tiny().env)  # the experiment's world
+        assert not env.calm_door and env.windy_half_width == 8.0
+        np.testing.assert_array_equal(windy_rooms.door_centres(48.0, env), [32.0])
+        walls = np.asarray(windy_rooms.render_walls(32.0, 48.0, env))
+        assert walls[48, 32] == 1.0 and walls[32, 32] == 0.0 and walls[39, 32] == 0.0
+        assert walls[42, 28] == 0.5 and walls[22, 36] == 0.5  # pits above and below
+        # The former calm door is wall; the bridge's middle survives one gust, its corner not.
+        np.testing.assert_array_equal(_step_many([30.0, 48.0], [2.4, 0.0], n=5, params=env),
+                                      [[30.0, 48.0]] * 5)
+        nxt = _step_many([27.0, 32.0], [1.0, 0.0], params=env)
+        assert not np.any(np.asarray(windy_rooms.in_pit(jnp.asarray(nxt), 32.0, env)))
+        nxt = _step_many([27.0, 38.0], [1.0, 0.0], params=env)
+        fell = np.asarray(windy_rooms.in_pit(jnp.asarray(nxt), 32.0, env))
+        assert abs(fell.mean() - env.gust_prob) < 0.02
+
     def test_validation_and_env_by_name(self):
         with pytest.raises(ValueError, match="overlaps the windy door"):
             windy_rooms.validate_params(P.replace(door_y=20.0))
@@ -367,6 +383,24 @@ class TestKSamplePlanning:
         assert x_zero >= 0.35, x_zero
         assert -0.9 < x_mean < -0.1, x_mean
 
+    def test_fresh_futures_per_step_are_scored_on_fixed_ones(self):
+        # z_resample: steps follow fresh draws, yet the reported cost is the risk measure
+        # of the plan's fixed sample set, and the plan is as good as with fixed draws.
+        cost_fn = make_cost({"goal_mode": "final"})
+        s0, goal = jnp.array([-1.0, 0.0]), jnp.array([1.0, 0.5])
+        out = {}
+        for resample in (True, False):
+            planner = make_planner("gradient", ToyZModel(), cost_fn,
+                                   {"horizon": 2, "num_iters": 40, "num_restarts": 2,
+                                    "z_samples": 16, "z_resample": resample,
+                                    "learning_rate": 0.1})
+            _, info = jax.jit(planner.plan)(None, s0, goal, jax.random.key(3),
+                                            planner.init_state(2))
+            np.testing.assert_allclose(info["final_cost"], np.mean(info["sample_costs"]),
+                                       rtol=1e-5)
+            out[resample] = float(info["final_cost"])
+        assert out[True] < 1.5 * out[False] + 0.1
+
     def test_vmap_over_problems(self):
         planner = make_planner("gradient", ToyZModel(), make_cost(),
                                {"horizon": 3, "num_iters": 2, "num_restarts": 2,
@@ -385,6 +419,8 @@ class TestKSamplePlanning:
             make_planner("gradient", ToyZModel(), cost_fn, {"risk": "median"})
         with pytest.raises(ValueError, match="cvar_alpha"):
             make_planner("gradient", ToyZModel(), cost_fn, {"cvar_alpha": 1.5})
+        with pytest.raises(ValueError, match="z_resample must be a bool"):
+            make_planner("gradient", ToyZModel(), cost_fn, {"z_resample": 1})
         det = _z_model(0)
         with pytest.raises(ValueError, match="z_samples=4 needs a world model with a latent"):
             make_planner("gradient", det, cost_fn, {"z_samples": 4})

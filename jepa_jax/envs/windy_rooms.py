@@ -1,25 +1,29 @@
-"""Windy Two-Rooms: Two-Rooms with a second door whose crossing is a gamble.
+"""Windy Two-Rooms: Two-Rooms whose door is a bridge over a chasm, in a gusty wind.
 
 A stochastic variant of :mod:`jepa_jax.envs.two_rooms` (same arena, wall, blob, action bound
 and collision rule) where the next observation is *not* a function of the current one and
-the action. The middle wall has two doors:
+the action.
 
-* the **calm door** at ``door_y`` (the layout's door, as in Two-Rooms);
-* the **windy door** at ``windy_door_y``: a bridge across a chasm. The band
-  ``|x - wall_x| <= wind_half_length`` beside the door rows is a pit on both sides
-  (``door_half_width < |y - windy_door_y| <= door_half_width + pit_width``), and on the
-  bridge itself (``|x - wall_x| <= wind_half_length``, ``|y - windy_door_y| <=
-  door_half_width``) a gust blows at every step: the move is displaced by ``-gust`` or
-  ``+gust`` in y with probability ``gust_prob`` each (no gust otherwise). A gust wider
-  than the bridge's half-width throws the agent into a pit, and an agent in a pit stays
-  there for the rest of the episode (every move leaves it in place).
+* The **windy door** at ``windy_door_y`` (half-height ``windy_half_width``) is a bridge
+  across a chasm: the band ``|x - wall_x| <= wind_half_length`` beside the door rows is a
+  pit on both sides (``windy_half_width < |y - windy_door_y| <= windy_half_width +
+  pit_width``), and on the bridge itself (``|x - wall_x| <= wind_half_length``,
+  ``|y - windy_door_y| <= windy_half_width``) a gust may blow at every step: the move is
+  displaced by ``-gust`` or ``+gust`` in y with probability ``gust_prob`` each (no gust
+  otherwise). An agent blown off the bridge falls into a pit and stays there for the rest
+  of the episode (every move leaves it in place).
+* Optionally (``calm_door=True``, the params' default) a **calm door** at ``door_y`` (the
+  layout's door, as in Two-Rooms) offers a windless way round.
 
-The outcome of a step on the bridge is therefore tri-modal (pushed up into a pit, down into
-a pit, or carried straight on) and, once in a pit, irreversible. The mean of the outcomes is
-"straight on", which never hurts: a deterministic model trained by regression predicts
-roughly that (a slowed crossing), and a planner using it takes the windy door whenever it is
-the shorter way; a model with a latent variable can sample the gusts, and a planner that
-scores the spread of its samples takes the calm door instead.
+The outcome of a step on the bridge is therefore tri-modal (blown up, blown down, or
+carried straight on) and, once in a pit, irreversible. Its mean is "straight on", which never
+hurts: a deterministic model trained by regression predicts that, and a planner using it
+crosses wherever the way is shortest, typically hugging a corner of the door, one gust from
+a pit. A model with a latent variable can sample the gusts, and a planner that scores the
+spread of its samples crosses in the middle of the bridge, where one gust is survivable
+(``experiments/stochastic_rooms.py``: one 17 px bridge, gusts of 5 px, no calm door). With
+a calm door, it should go round instead; the gradient planner rarely finds that detour
+(measured; see the README), which is why the default experiment has none.
 
 Everything that matters is visible in one frame: the pits are drawn in the wall channel
 (value 0.5, walls 1.0), and "stuck" is simply "inside a pit". Only the gust is hidden, which
@@ -69,10 +73,14 @@ class EnvParams:
       windy_door_y: y of the windy door's centre (fixed across episodes).
       wind_half_length: the bridge and its pits span ``wall_x +- wind_half_length``.
       pit_width: each pit spans ``pit_width`` px in y beyond the door's edge.
-      gust: size in px of a gust (in y); larger than ``door_half_width`` means that any
+      gust: size in px of a gust (in y); larger than ``windy_half_width`` means that any
         gust from the bridge's centre line throws the agent into a pit.
       gust_prob: probability of each gust direction per step on the bridge (so a gust
         blows with probability ``2 * gust_prob``).
+      windy_half_width: half-height of the windy door and its bridge (the calm door's is
+        ``door_half_width``).
+      calm_door: whether the calm door exists; without it the windy door is the only way
+        between the rooms (``door_y`` is then unused).
     """
 
     img_size: int = struct.field(pytree_node=False, default=65)
@@ -89,6 +97,8 @@ class EnvParams:
     pit_width: float = 6.0
     gust: float = 6.0
     gust_prob: float = 0.1
+    windy_half_width: float = 4.0
+    calm_door: bool = struct.field(pytree_node=False, default=True)
     action_bound: float = 2.45
     dot_std: float = 1.3
     max_steps: int = struct.field(pytree_node=False, default=200)
@@ -106,14 +116,17 @@ def validate_params(params: EnvParams) -> None:
     """Raises ValueError naming the first inconsistent field of ``params`` (call before jit)."""
     two_rooms.validate_params(params)  # the shared fields (duck-typed)
     lo, hi = params.low, params.high
-    reach = params.door_half_width + params.pit_width
+    if params.windy_half_width <= 0:
+        raise ValueError(f"EnvParams.windy_half_width must be > 0, got "
+                         f"{params.windy_half_width}")
+    reach = params.windy_half_width + params.pit_width
     if not (lo < params.windy_door_y - reach and params.windy_door_y + reach < hi):
         raise ValueError(f"EnvParams.windy_door_y={params.windy_door_y} puts the pits "
                          f"(+-{reach} px) outside the interior ({lo}, {hi})")
     a, b = params.door_y_range if params.random_layout else (params.door_y, params.door_y)
     w = params.windy_door_y
     gap = 0.0 if a <= w <= b else min(abs(a - w), abs(b - w))
-    if gap <= reach + params.door_half_width:
+    if params.calm_door and gap <= reach + params.door_half_width:
         raise ValueError(f"EnvParams calm door y {(a, b)} overlaps the windy door at {w} "
                          f"and its pits (need a gap > {reach + params.door_half_width} px)")
     xs = params.wall_x_range if params.random_layout else (params.wall_x, params.wall_x)
@@ -132,14 +145,14 @@ def validate_params(params: EnvParams) -> None:
 def in_wind(pos: jax.Array, wall_x: jax.Array, params: EnvParams) -> jax.Array:
     """True where ``pos`` (..., 2) is on the windy bridge (where gusts blow)."""
     return ((jnp.abs(pos[..., 0] - wall_x) <= params.wind_half_length)
-            & (jnp.abs(pos[..., 1] - params.windy_door_y) <= params.door_half_width))
+            & (jnp.abs(pos[..., 1] - params.windy_door_y) <= params.windy_half_width))
 
 
 def in_pit(pos: jax.Array, wall_x: jax.Array, params: EnvParams) -> jax.Array:
     """True where ``pos`` (..., 2) is in a pit (stuck for good)."""
     dy = jnp.abs(pos[..., 1] - params.windy_door_y)
     return ((jnp.abs(pos[..., 0] - wall_x) <= params.wind_half_length)
-            & (dy > params.door_half_width) & (dy <= params.door_half_width + params.pit_width))
+            & (dy > params.windy_half_width) & (dy <= params.windy_half_width + params.pit_width))
 
 
 def near_hazard(pos: jax.Array, wall_x: jax.Array, params: EnvParams,
@@ -147,12 +160,15 @@ def near_hazard(pos: jax.Array, wall_x: jax.Array, params: EnvParams,
     """True where ``pos`` is within ``margin`` px of the bridge or the pits."""
     dy = jnp.abs(pos[..., 1] - params.windy_door_y)
     return ((jnp.abs(pos[..., 0] - wall_x) <= params.wind_half_length + margin)
-            & (dy <= params.door_half_width + params.pit_width + margin))
+            & (dy <= params.windy_half_width + params.pit_width + margin))
 
 
 def door_centres(door_y: jax.Array, params: EnvParams) -> jax.Array:
-    """(2,) the calm and the windy door's y."""
-    return jnp.stack([jnp.asarray(door_y, jnp.float32), jnp.float32(params.windy_door_y)])
+    """(2,) the calm and the windy door's y, or (1,) the windy door's without a calm one."""
+    windy = jnp.float32(params.windy_door_y)
+    if not params.calm_door:
+        return windy[None]
+    return jnp.stack([jnp.asarray(door_y, jnp.float32), windy])
 
 
 def _blocked_by_middle_wall(p, q, wall_x, door_y, params: EnvParams) -> jax.Array:
@@ -173,10 +189,13 @@ def _blocked_by_middle_wall(p, q, wall_x, door_y, params: EnvParams) -> jax.Arra
     y_hi = p[1] + t_hi * (q[1] - p[1])
     lo, hi = jnp.minimum(y_lo, y_hi), jnp.maximum(y_lo, y_hi)
 
-    def through(centre):
-        return (lo >= centre - params.door_half_width) & (hi <= centre + params.door_half_width)
+    def through(centre, half):
+        return (lo >= centre - half) & (hi <= centre + half)
 
-    return touches & ~(through(door_y) | through(params.windy_door_y))
+    passes = through(params.windy_door_y, params.windy_half_width)
+    if params.calm_door:
+        passes = passes | through(door_y, params.door_half_width)
+    return touches & ~passes
 
 
 def gust_of(key: jax.Array, params: EnvParams) -> jax.Array:
@@ -238,8 +257,9 @@ def render_walls(wall_x: jax.Array, door_y: jax.Array, params: EnvParams) -> jax
     xs, ys = g[None, :], g[:, None]
     border = ((xs <= params.low) | (xs >= params.high) | (ys <= params.low) | (ys >= params.high))
     slab = jnp.abs(xs - wall_x) <= params.wall_half_width
-    doors = ((jnp.abs(ys - door_y) <= params.door_half_width)
-             | (jnp.abs(ys - params.windy_door_y) <= params.door_half_width))
+    doors = jnp.abs(ys - params.windy_door_y) <= params.windy_half_width
+    if params.calm_door:
+        doors = doors | (jnp.abs(ys - door_y) <= params.door_half_width)
     walls = (border | (slab & ~doors)).astype(jnp.float32)
     pits = in_pit(jnp.stack(jnp.broadcast_arrays(xs, ys), -1), wall_x, params)
     return jnp.maximum(walls, PIT_VALUE * pits.astype(jnp.float32))

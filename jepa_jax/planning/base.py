@@ -297,7 +297,18 @@ class Planner:
         def objective(actions: jax.Array) -> jax.Array:
             return risk_measure(sample_costs(actions)[0], cfg.risk, cfg.cvar_alpha)
 
-        actions, cost_per_iter, extra = self.optimize(cfg, objective, init_actions, key)
+        kwargs = {}
+        if z is None and cfg.get("z_resample", False):  # fresh futures for each step
+
+            def sample_objective(actions, k):
+                fresh = wm.sample_noise(k, (cfg.z_samples, cfg.horizon))
+                states = jax.vmap(lambda n: future(actions, n))(fresh)
+                costs = jax.vmap(lambda st: self.cost_fn(st, actions, goal))(states)
+                return risk_measure(costs, cfg.risk, cfg.cvar_alpha)
+
+            kwargs["sample_objective"] = sample_objective
+        actions, cost_per_iter, extra = self.optimize(cfg, objective, init_actions, key,
+                                                      **kwargs)
         actions = clip_by_norm(actions, cfg.action_bound)
         costs, sample_states = sample_costs(actions)
         mean_states = rollout(wm, params, s0, actions, jnp.zeros((cfg.horizon, z_dim)))

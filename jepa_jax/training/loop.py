@@ -65,7 +65,8 @@ def env_params_from_config(cfg: ml_collections.ConfigDict):
     if name == "windy_rooms":
         params = windy_rooms.EnvParams(
             **common, windy_door_y=cfg.windy_door_y, wind_half_length=cfg.wind_half_length,
-            pit_width=cfg.pit_width, gust=cfg.gust, gust_prob=cfg.gust_prob)
+            pit_width=cfg.pit_width, gust=cfg.gust, gust_prob=cfg.gust_prob,
+            windy_half_width=cfg.windy_half_width, calm_door=cfg.calm_door)
     else:
         params = two_rooms.EnvParams(**common)
     envs.validate_params(params)

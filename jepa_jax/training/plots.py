@@ -49,15 +49,15 @@ def draw_layout(ax, wall_x: float, door_y: float, env: Any = None) -> None:
     hi = env.img_size - 1 - env.border
     lo = env.border
     ax.plot([lo, hi, hi, lo, lo], [lo, lo, hi, hi, lo], "k-", lw=1)
-    edges = sorted([(door_y - env.door_half_width, door_y + env.door_half_width),
-                    (env.windy_door_y - env.door_half_width,
-                     env.windy_door_y + env.door_half_width)])
+    edges = [(env.windy_door_y - env.windy_half_width, env.windy_door_y + env.windy_half_width)]
+    if env.calm_door:
+        edges.append((door_y - env.door_half_width, door_y + env.door_half_width))
     y = lo
     hw = env.wall_half_width
-    for d0, d1 in edges + [(hi, hi)]:
+    for d0, d1 in sorted(edges) + [(hi, hi)]:
         ax.fill_between([wall_x - hw, wall_x + hw], y, d0, color="k")
         y = d1
-    wl, dh, pw = env.wind_half_length, env.door_half_width, env.pit_width
+    wl, dh, pw = env.wind_half_length, env.windy_half_width, env.pit_width
     for y0 in (env.windy_door_y - dh - pw, env.windy_door_y + dh):
         ax.fill_between([wall_x - wl, wall_x + wl], y0, y0 + pw, color="0.6", alpha=0.6,
                         hatch="xx", lw=0)
