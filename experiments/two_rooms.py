@@ -36,7 +36,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         encoder="conv", stem_factor=4, channels=(32,), num_keypoints=1, global_dim=32,
         keypoint_scale=8.0, keypoint_channels=(0,), keypoint_kernel=1,
-        keypoint_init_temperature=0.02, layout_keypoints=0, latent_dim=0,
+        keypoint_init_temperature=0.02, layout_keypoints=0, layout_channels=(),
+        layout_kernel=5, latent_dim=0,
         mlp_hidden=(128, 128),
         predictor_hidden=(256, 256, 256), action_scale=0.5, z_dim=0,
         inverse_dynamics_hidden=(128,)))

@@ -112,7 +112,8 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
 
     Keys: ``encoder`` ("conv" | "mlp"), ``stem_factor``, ``channels``, ``num_keypoints``,
     ``global_dim``, ``keypoint_scale``, ``keypoint_channels`` (empty: shared trunk),
-    ``keypoint_kernel``, ``keypoint_init_temperature``, ``layout_keypoints``, ``latent_dim``
+    ``keypoint_kernel``, ``keypoint_init_temperature``, ``layout_keypoints``,
+    ``layout_channels`` (empty: layout keypoints from the trunk), ``layout_kernel``, ``latent_dim``
     (0: concatenation of keypoints, layout keypoints and global code),
     ``mlp_hidden`` (MLP encoder), ``predictor_hidden``, ``action_scale``, ``z_dim``,
     ``inverse_dynamics_hidden`` (empty tuple: no inverse-dynamics head).
@@ -126,7 +127,9 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
             keypoint_scale=cfg.keypoint_scale, latent_dim=cfg.latent_dim or None,
             keypoint_channels=(tuple(cfg.keypoint_channels) or None),
             keypoint_kernel=cfg.keypoint_kernel, init_temperature=cfg.keypoint_init_temperature,
-            layout_keypoints=cfg.layout_keypoints)
+            layout_keypoints=cfg.layout_keypoints,
+            layout_channels=tuple(cfg.get("layout_channels", ())) or None,
+            layout_kernel=cfg.get("layout_kernel", 5))
         latent_dim = cfg.latent_dim or (2 * cfg.num_keypoints + 2 * cfg.layout_keypoints
                                          + cfg.global_dim)
         keypoint_dims = 0 if cfg.latent_dim else 2 * cfg.num_keypoints
