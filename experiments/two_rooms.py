@@ -53,6 +53,14 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         eval_every=1200, checkpoint_every=200, max_to_keep=3, collapse_std_threshold=1e-3,
         predictor_steps=4000, predictor_batch_size=256, predictor_learning_rate=2e-3))
 
+    # Devices (see jepa_jax/parallel.py and README "Scaling"): the batch is split over the
+    # "data" axis of a mesh of every device; parameters replicated, or FSDP-split. Several
+    # processes: set coordinator_address, num_processes and process_id (or JAX_* variables).
+    c.parallel = ml_collections.ConfigDict(dict(
+        mesh_shape=(-1,), axis_names=("data",), data_axis="data", num_devices=0, fsdp=False,
+        fsdp_min_size=2**14, coordinator_address="", num_processes=-1, process_id=-1,
+        initialization_timeout=60))
+
     c.diagnostics = ml_collections.ConfigDict(dict(
         seed=12345, num_probe=512, num_heldout=256, num_wall=256))
 
