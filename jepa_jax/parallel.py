@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 import os
 import socket
+import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -108,14 +110,34 @@ def wait_for_coordinator(address: str, timeout: float) -> None:
             time.sleep(0.2)
 
 
+def _exit_unless_cancelled(seconds: float, message: str) -> threading.Timer:
+    """After ``seconds``, prints ``error: message`` and exits the process with status 1.
+
+    Why: when the other processes do not all join, JAX's distributed client aborts the
+    whole process from C++ (a fatal log and a stack trace, nothing Python can catch); this
+    timer fires first and leaves one line instead.
+    """
+    def fire() -> None:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def initialize(cfg: ml_collections.ConfigDict) -> bool:
     """Starts ``jax.distributed`` when the config or the environment asks for several
     processes; returns whether it did. Call before any other JAX computation.
 
     Raises:
       ValueError: incomplete or inconsistent settings.
-      RuntimeError: coordinator unreachable, or the processes did not all join within
-        ``initialization_timeout`` seconds (one line each).
+      RuntimeError: the coordinator is unreachable within ``initialization_timeout``
+        seconds (checked before JAX is asked; one line).
+
+    When the coordinator is up but not all processes join within the timeout, the process
+    exits with status 1 and one ``error:`` line on stderr (JAX itself would abort it).
     """
     args = _distributed_args(cfg)
     if args is None:
@@ -123,15 +145,22 @@ def initialize(cfg: ml_collections.ConfigDict) -> bool:
     address, num, pid = args
     if jax.distributed.is_initialized():
         return True
-    timeout = int(cfg.initialization_timeout)
+    timeout = float(cfg.initialization_timeout)
     if pid != 0:  # process 0 starts the coordinator itself
         wait_for_coordinator(address, timeout)
+    timer = _exit_unless_cancelled(
+        timeout, f"process {pid}: not all {num} processes joined the coordinator at "
+                 f"{address} within {timeout:g} s (parallel.initialization_timeout)")
     try:
-        jax.distributed.initialize(address, num, pid, initialization_timeout=timeout)
+        # JAX's own deadline a little later, so that the timer above speaks first.
+        jax.distributed.initialize(address, num, pid,
+                                   initialization_timeout=int(math.ceil(timeout)) + 10)
     except Exception as exc:  # JAX raises multi-line runtime errors here
         first = " ".join(str(exc).split())[:200]
         raise RuntimeError(f"jax.distributed.initialize (process {pid} of {num}, "
                            f"coordinator {address}) failed: {first}") from None
+    finally:
+        timer.cancel()
     return True
 
 
