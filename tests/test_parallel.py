@@ -161,6 +161,7 @@ def test_gpu_preset_builds_and_steps():
 _FOUR_DEVICES = _PRELUDE + textwrap.dedent('''
     import tempfile
     import time
+    import ml_collections
     import numpy as np
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec as P
@@ -204,7 +205,7 @@ _FOUR_DEVICES = _PRELUDE + textwrap.dedent('''
 
         res = {}
         for n in (1, 4):
-            mesh = parallel.make_mesh(parallel.parallel_config(configs.ml_collections.ConfigDict(
+            mesh = parallel.make_mesh(parallel.parallel_config(ml_collections.ConfigDict(
                 {"parallel": {"num_devices": n}})))
             split = NamedSharding(mesh, P("data"))
             p, e = jax.device_put((pred, emb), split)
