@@ -6,6 +6,9 @@ Presets (``--config experiments/two_rooms.py:<preset>``):
   default  trains in under 10 minutes on a 2-core CPU
   tiny     seconds; for tests and smoke runs
   full     a longer run (about an hour on a 2-core CPU)
+  gpu      sized for one GPU (128 px images, wider encoder, 100k trajectories, bf16):
+           python -m jepa_jax.train --config experiments/two_rooms.py:gpu --workdir runs/gpu
+           (not yet trained; every GPU of the host is used, see README "Scaling")
 Override any value: ``--config.train.num_steps=500 --config.loss.idm_coeff=10``.
 """
 
@@ -40,7 +43,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         layout_kernel=5, latent_dim=0,
         mlp_hidden=(128, 128),
         predictor_hidden=(256, 256, 256), action_scale=0.5, z_dim=0,
-        inverse_dynamics_hidden=(128,)))
+        inverse_dynamics_hidden=(128,),
+        # "bfloat16": convolutions and dense layers in bf16, parameters and latents f32.
+        compute_dtype="float32"))
 
     c.loss = ml_collections.ConfigDict(dict(
         name="jepa", sim_coeff=340.0, std_coeff=10.0, cov_coeff=1.0, regularizer="vicreg",
@@ -53,6 +58,14 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         final_lr_fraction=0.01, weight_decay=1e-5, grad_clip=1.0, log_every=50,
         eval_every=1200, checkpoint_every=200, max_to_keep=3, collapse_std_threshold=1e-3,
         predictor_steps=4000, predictor_batch_size=256, predictor_learning_rate=2e-3))
+
+    # Devices (see jepa_jax/parallel.py and README "Scaling"): the batch is split over the
+    # "data" axis of a mesh of every device; parameters replicated, or FSDP-split. Several
+    # processes: set coordinator_address, num_processes and process_id (or JAX_* variables).
+    c.parallel = ml_collections.ConfigDict(dict(
+        mesh_shape=(-1,), axis_names=("data",), data_axis="data", num_devices=0, fsdp=False,
+        fsdp_min_size=2**14, coordinator_address="", num_processes=-1, process_id=-1,
+        initialization_timeout=60))
 
     c.diagnostics = ml_collections.ConfigDict(dict(
         seed=12345, num_probe=512, num_heldout=256, num_wall=256))
@@ -103,6 +116,20 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         c.train.eval_every = 2000
         c.train.predictor_steps = 12000
         c.train.predictor_learning_rate = 1e-3
+    elif preset == "gpu":
+        # The same arena drawn at 128 px: every length in pixels doubles (x 127/64, rounded).
+        c.env.update(img_size=128, border=8.0, wall_half_width=2.0, door_half_width=8.0,
+                     wall_x_range=(40.0, 87.0), door_y_range=(20.0, 107.0), wall_x=63.5,
+                     door_y=63.5, action_bound=4.9, dot_std=2.6)
+        c.data.update(num_trajectories=100000, step_mean=2.4, step_std=0.8, step_min=0.4,
+                      step_max=4.9)
+        c.model.update(channels=(64, 64), global_dim=64, keypoint_scale=16.0,
+                       predictor_hidden=(512, 512, 512), inverse_dynamics_hidden=(256,),
+                       compute_dtype="bfloat16")
+        c.train.update(batch_size=256, num_steps=6000, eval_every=2000, checkpoint_every=500,
+                       predictor_steps=12000, predictor_batch_size=1024,
+                       predictor_learning_rate=1e-3)
+        c.planning.start_goal_margin = 5.2  # (the success radius stays 1.41 px: stricter)
     elif preset != "default":
-        raise ValueError(f"unknown preset {preset!r}; expected default, tiny or full")
+        raise ValueError(f"unknown preset {preset!r}; expected default, tiny, full or gpu")
     return c

@@ -25,6 +25,7 @@ from jepa_jax.networks.encoders import ConvEncoder, MLPEncoder
 from jepa_jax.networks.predictors import InverseDynamics, MLPPredictor
 
 Params = Any
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 @struct.dataclass
@@ -116,8 +117,15 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
     ``layout_channels`` (empty: layout keypoints from the trunk), ``layout_kernel``, ``latent_dim``
     (0: concatenation of keypoints, layout keypoints and global code),
     ``mlp_hidden`` (MLP encoder), ``predictor_hidden``, ``action_scale``, ``z_dim``,
-    ``inverse_dynamics_hidden`` (empty tuple: no inverse-dynamics head).
+    ``inverse_dynamics_hidden`` (empty tuple: no inverse-dynamics head), ``compute_dtype``
+    ("float32" or "bfloat16": the layers' compute dtype; parameters and latents stay
+    float32; absent in older configs: float32).
     """
+    dtype_name = cfg.get("compute_dtype", "float32")
+    if dtype_name not in COMPUTE_DTYPES:
+        raise ValueError(f"unknown model.compute_dtype {dtype_name!r}; expected one of "
+                         f"{', '.join(COMPUTE_DTYPES)}")
+    dtype = jnp.dtype(dtype_name)
     if cfg.encoder == "conv":
         if len(obs_shape) != 3:
             raise ValueError(f"conv encoder needs (H, W, C) observations, got {obs_shape}")
@@ -129,21 +137,22 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
             keypoint_kernel=cfg.keypoint_kernel, init_temperature=cfg.keypoint_init_temperature,
             layout_keypoints=cfg.layout_keypoints,
             layout_channels=tuple(cfg.get("layout_channels", ())) or None,
-            layout_kernel=cfg.get("layout_kernel", 5))
+            layout_kernel=cfg.get("layout_kernel", 5), dtype=dtype)
         latent_dim = cfg.latent_dim or (2 * cfg.num_keypoints + 2 * cfg.layout_keypoints
                                          + cfg.global_dim)
         keypoint_dims = 0 if cfg.latent_dim else 2 * cfg.num_keypoints
     elif cfg.encoder == "mlp":
         if not cfg.latent_dim:
             raise ValueError("model.latent_dim must be > 0 for the mlp encoder")
-        enc = MLPEncoder(hidden=tuple(cfg.mlp_hidden), latent_dim=cfg.latent_dim)
+        enc = MLPEncoder(hidden=tuple(cfg.mlp_hidden), latent_dim=cfg.latent_dim, dtype=dtype)
         latent_dim = cfg.latent_dim
         keypoint_dims = 0
     else:
         raise ValueError(f"unknown model.encoder {cfg.encoder!r}; expected 'conv' or 'mlp'")
     pred = MLPPredictor(hidden=tuple(cfg.predictor_hidden), action_scale=cfg.action_scale,
-                        z_dim=cfg.z_dim)
-    inv = (InverseDynamics(action_dim=action_dim, hidden=tuple(cfg.inverse_dynamics_hidden))
+                        z_dim=cfg.z_dim, dtype=dtype)
+    inv = (InverseDynamics(action_dim=action_dim, hidden=tuple(cfg.inverse_dynamics_hidden),
+                           dtype=dtype)
            if len(cfg.inverse_dynamics_hidden) else None)
     return WorldModel(encoder=enc, predictor=pred, inverse=inv, obs_shape=tuple(obs_shape),
                       action_dim=action_dim, latent_dim=latent_dim, z_dim=cfg.z_dim,

@@ -1,12 +1,15 @@
 """Encoders ``s = Enc(x)``: a small conv net for pixels and an MLP for state vectors.
 
 Flax Linen modules; everything outside ``networks/`` sees them only through
-``module.apply(params, ...)`` with an explicit parameter pytree.
+``module.apply(params, ...)`` with an explicit parameter pytree. ``dtype`` is the compute
+dtype of the convolutions and dense layers (e.g. bfloat16); parameters stay float32 and
+the returned latents are float32 (softmaxes and the output in float32 too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -137,9 +140,12 @@ class ConvEncoder(nn.Module):
         blur, so each layout keypoint starts near the mean of the structure and the variance
         term pushes them apart onto what differs between episodes (the wall, the door).
 
+      dtype: compute dtype of the conv and dense layers (parameters stay float32).
+
     Latent size: 2K + 2L + global_dim, or latent_dim.
 
-    Input (..., H, W, C) float images; output (..., 2K + global_dim) or (..., latent_dim).
+    Input (..., H, W, C) float images; output float32 (..., 2K + global_dim) or
+    (..., latent_dim).
     """
 
     stem_factor: int = 4
@@ -154,47 +160,52 @@ class ConvEncoder(nn.Module):
     layout_keypoints: int = 0
     layout_channels: tuple[int, ...] | None = None
     layout_kernel: int = 5
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         *batch, h, w, c = x.shape
         images = x.reshape(-1, h, w, c)
         x = space_to_depth(images, self.stem_factor)
+        f32 = jnp.float32  # keypoint softmaxes and the latent: float32 whatever the dtype
         for ch in self.channels:
-            x = nn.gelu(nn.Conv(ch, (3, 3), padding="SAME")(x))
+            x = nn.gelu(nn.Conv(ch, (3, 3), padding="SAME", dtype=self.dtype)(x))
         temperature = jnp.exp(self.param(
             "log_temperature", nn.initializers.constant(jnp.log(self.init_temperature)), ()))
         if self.keypoint_channels is None:
-            kp_maps = nn.Conv(self.num_keypoints, (1, 1))(x)
-            kp = spatial_softmax(kp_maps, temperature)  # (N, K, 2) in trunk cells
+            kp_maps = nn.Conv(self.num_keypoints, (1, 1), dtype=self.dtype)(x)
+            kp = spatial_softmax(kp_maps.astype(f32), temperature)  # (N, K, 2) in trunk cells
             # Cell i covers input pixels [f*i, f*i + f), centre f*i + (f-1)/2.
             kp = kp * self.stem_factor + (self.stem_factor - 1) / 2
         else:
             sel = images[..., list(self.keypoint_channels)]
             k = self.keypoint_kernel
             kp_maps = nn.Conv(self.num_keypoints, (k, k), padding="SAME",
-                              kernel_init=_blur_init(0.1))(sel)
-            kp = spatial_softmax(kp_maps, temperature)  # (N, K, 2) in input pixels
+                              kernel_init=_blur_init(0.1), dtype=self.dtype)(sel)
+            kp = spatial_softmax(kp_maps.astype(f32), temperature)  # (N, K, 2) in input pixels
         parts = [(kp / self.keypoint_scale).reshape(kp.shape[0], -1)]
         if self.layout_keypoints and self.layout_channels is None:
-            lay_maps = nn.Conv(self.layout_keypoints, (1, 1), name="layout_keypoints")(x)
-            lay = spatial_softmax(lay_maps)
+            lay_maps = nn.Conv(self.layout_keypoints, (1, 1), name="layout_keypoints",
+                               dtype=self.dtype)(x)
+            lay = spatial_softmax(lay_maps.astype(f32))
             lay = (lay * self.stem_factor + (self.stem_factor - 1) / 2) / self.keypoint_scale
             parts.append(lay.reshape(lay.shape[0], -1))
         elif self.layout_keypoints:
             k, sel = self.layout_kernel, images[..., list(self.layout_channels)]
             kernel = self.param("layout_kernel", _blur_init(1.0),
                                 (k, k, sel.shape[-1], self.layout_keypoints))
-            lay_maps = conv_same_via_s2d(sel, kernel, self.stem_factor)  # no bias: softmax
+            lay_maps = conv_same_via_s2d(sel.astype(self.dtype), kernel,
+                                         self.stem_factor).astype(f32)  # no bias: softmax
             lay_temperature = jnp.exp(self.param(
                 "layout_log_temperature", nn.initializers.constant(jnp.log(0.1)), ()))
             lay = spatial_softmax(lay_maps, lay_temperature) / self.keypoint_scale
             parts.append(lay.reshape(lay.shape[0], -1))
         g = space_to_depth(x, 2)
-        parts.append(nn.Dense(self.global_dim)(g.reshape(g.shape[0], -1)))
+        parts.append(nn.Dense(self.global_dim, dtype=self.dtype)(
+            g.reshape(g.shape[0], -1)).astype(f32))
         out = jnp.concatenate(parts, -1)
         if self.latent_dim is not None:
-            out = nn.Dense(self.latent_dim)(out)
+            out = nn.Dense(self.latent_dim, dtype=self.dtype)(out).astype(f32)
         return out.reshape(*batch, out.shape[-1])
 
 
@@ -203,9 +214,10 @@ class MLPEncoder(nn.Module):
 
     hidden: Sequence[int] = (128, 128)
     latent_dim: int = 32
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.hidden:
-            x = nn.gelu(nn.Dense(width)(x))
-        return nn.Dense(self.latent_dim)(x)
+            x = nn.gelu(nn.Dense(width, dtype=self.dtype)(x))
+        return nn.Dense(self.latent_dim, dtype=self.dtype)(x).astype(jnp.float32)

@@ -1,8 +1,13 @@
-"""Action-conditioned latent predictor ``s' = Pred(s, a, z)`` and small auxiliary heads."""
+"""Action-conditioned latent predictor ``s' = Pred(s, a, z)`` and small auxiliary heads.
+
+``dtype`` is the compute dtype of the dense layers (e.g. bfloat16); parameters, the
+residual state and the outputs stay float32.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -21,6 +26,7 @@ class MLPPredictor(nn.Module):
     hidden: Sequence[int] = (256, 256, 256)
     action_scale: float = 1.0
     z_dim: int = 0
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, s: jax.Array, a: jax.Array, z: jax.Array | None = None) -> jax.Array:
@@ -36,9 +42,10 @@ class MLPPredictor(nn.Module):
             raise ValueError(f"predictor has z_dim=0 but got z of shape {z.shape}")
         h = jnp.concatenate(parts, -1)
         for width in self.hidden:
-            h = nn.gelu(nn.Dense(width)(h))
-        delta = nn.Dense(s.shape[-1], kernel_init=nn.initializers.zeros)(h)
-        return s + delta
+            h = nn.gelu(nn.Dense(width, dtype=self.dtype)(h))
+        delta = nn.Dense(s.shape[-1], kernel_init=nn.initializers.zeros, dtype=self.dtype)(h)
+        # The residual sum in s's dtype: many bfloat16 steps would round the state away.
+        return s + delta.astype(s.dtype)
 
 
 class InverseDynamics(nn.Module):
@@ -46,10 +53,11 @@ class InverseDynamics(nn.Module):
 
     action_dim: int = 2
     hidden: Sequence[int] = (128,)
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, s: jax.Array, s_next: jax.Array) -> jax.Array:
         h = jnp.concatenate([s, s_next], -1)
         for width in self.hidden:
-            h = nn.gelu(nn.Dense(width)(h))
-        return nn.Dense(self.action_dim)(h)
+            h = nn.gelu(nn.Dense(width, dtype=self.dtype)(h))
+        return nn.Dense(self.action_dim, dtype=self.dtype)(h).astype(jnp.float32)

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from jepa_jax import diagnostics
+from jepa_jax import diagnostics, parallel
 from jepa_jax.data import offline
 from jepa_jax.envs import two_rooms
 from jepa_jax.training import checkpoint as ckpt_lib
@@ -128,11 +128,24 @@ class Experiment:
     predictor still walked through the wall 61% of the time after 1200 steps of batch 64,
     and 0% after 3000 steps of batch 256). DINO-WM trains its predictor on a frozen encoder
     throughout; here the encoder is learned first.
+
+    The mesh comes from the config's ``parallel`` section (default: every device on the
+    ``data`` axis). The batch is split over that axis; train state and data set are
+    replicated (or the state FSDP-split). With one device it is the same code.
     """
 
     def __init__(self, config: ml_collections.ConfigDict):
         validate_config(config)
         self.config = config
+        self.pcfg = parallel.parallel_config(config)
+        self.mesh = parallel.make_mesh(self.pcfg)
+        axis = self.pcfg.data_axis
+        parallel.check_divisible(config.train.batch_size, self.mesh, axis, "train.batch_size")
+        if config.train.predictor_steps:
+            parallel.check_divisible(config.train.predictor_batch_size, self.mesh, axis,
+                                     "train.predictor_batch_size")
+        self.replicated = parallel.replicated(self.mesh)
+        self.batch_sharding = parallel.batch_sharding(self.mesh, axis)
         self.env = env_params_from_config(config.env)
         self.policy = policy_params_from_config(config.data)
         obs_shape = (self.env.img_size, self.env.img_size, 2)
@@ -143,33 +156,49 @@ class Experiment:
         root = jax.random.key(config.seed)
         self.data_key, self.init_key, self.rng_key, self.order_key = jax.random.split(root, 4)
         self._data: offline.Trajectories | None = None
-        self.update = jax.jit(self._update, donate_argnums=(0,))
-        self.predictor_update = jax.jit(self._predictor_update, donate_argnums=(0,))
+        self.state_sharding = parallel.tree_shardings(jax.eval_shape(self._init_state),
+                                                      self.mesh, self.pcfg)
+        rep, st = self.replicated, self.state_sharding
+        self.update = jax.jit(self._update, in_shardings=(st, rep), out_shardings=(st, rep),
+                              donate_argnums=(0,))
+        self.predictor_update = jax.jit(self._predictor_update, in_shardings=(st, rep, rep),
+                                        out_shardings=(st, rep), donate_argnums=(0,))
 
     @property
     def data(self) -> offline.Trajectories:
-        """The offline data set, generated on first use (deterministic from the seed)."""
+        """The offline data set, generated on first use (deterministic from the seed, so
+        every process generates the same one), replicated over the mesh."""
         if self._data is None:
             d = self.config.data
-            self._data = offline.generate(self.data_key, d.num_trajectories, d.length,
-                                          self.env, self.policy)
+            local = offline.generate(self.data_key, d.num_trajectories, d.length, self.env,
+                                     self.policy)
+            self._data = parallel.put_replicated(local, self.mesh)
         return self._data
 
-    def init_state(self) -> TrainState:
+    def _init_state(self) -> TrainState:
         params = self.wm.init(self.init_key)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=self.optimizer.init(params),
                           pred_opt_state=self.pred_optimizer.init(params["predictor"]),
                           rng=self.rng_key)
 
+    def init_state(self) -> TrainState:
+        """The initial state, laid out on the mesh (``state_sharding``)."""
+        return jax.jit(self._init_state, out_shardings=self.state_sharding)()
+
     def abstract_state(self) -> TrainState:
-        return jax.eval_shape(self.init_state)
+        """Shapes, dtypes and mesh shardings of the state (checkpoint restore target)."""
+        return parallel.with_shardings(jax.eval_shape(self._init_state), self.state_sharding)
 
     def _update(self, state: TrainState, data: offline.Trajectories):
         cfg = self.config
         idx = offline.batch_indices(self.order_key, cfg.data.num_trajectories,
                                     cfg.train.batch_size, state.step)
-        batch = offline.get_batch(data, idx, self.env)
+        # Split the indices over the data axis: each device gathers and renders only its
+        # own rows of the (global) batch; every process computes the same indices.
+        idx = jax.lax.with_sharding_constraint(idx, self.batch_sharding)
+        batch = jax.lax.with_sharding_constraint(offline.get_batch(data, idx, self.env),
+                                                 self.batch_sharding)
         key = jax.random.fold_in(state.rng, state.step)
 
         def loss_fn(params):
@@ -184,10 +213,26 @@ class Experiment:
 
     def encode_dataset(self, params: Any, data: offline.Trajectories,
                        chunk: int = 256) -> jax.Array:
-        """Latents (N, T, D) of every frame of the data set (for the predictor phase)."""
-        from jepa_jax.diagnostics import _encode_frames
+        """Latents (N, T, D) of every frame of the data set (for the predictor phase),
+        replicated over the mesh; each chunk of trajectories is split over the data axis."""
+        n_dev = parallel.axis_size(self.mesh, self.pcfg.data_axis)
+        chunk = max(n_dev, chunk - chunk % n_dev)
+        n = data.num_trajectories
+        num_chunks = -(-n // chunk)
 
-        return _encode_frames(self.wm, params, data, self.env, chunk=chunk)
+        def encode(params, data):
+            def one(sub):
+                sub = jax.lax.with_sharding_constraint(sub, self.batch_sharding)
+                return self.wm.encode(params, offline.render_batch(sub, self.env))
+
+            # Pad to whole chunks (one compile), encode chunk by chunk to bound memory.
+            padded = jax.tree.map(
+                lambda x: jnp.pad(x, [(0, num_chunks * chunk - n)] + [(0, 0)] * (x.ndim - 1),
+                                  mode="edge").reshape(num_chunks, chunk, *x.shape[1:]), data)
+            latents = jax.lax.map(one, padded)
+            return latents.reshape(num_chunks * chunk, *latents.shape[2:])[:n]
+
+        return jax.jit(encode, out_shardings=self.replicated)(params, data)
 
     def _predictor_update(self, state: TrainState, latents: jax.Array, actions: jax.Array):
         cfg = self.config
@@ -195,7 +240,9 @@ class Experiment:
         idx = offline.batch_indices(jax.random.fold_in(self.order_key, 1),
                                     cfg.data.num_trajectories, cfg.train.predictor_batch_size,
                                     step)
-        z, acts = latents[idx], actions[idx]
+        idx = jax.lax.with_sharding_constraint(idx, self.batch_sharding)
+        z, acts = jax.lax.with_sharding_constraint((latents[idx], actions[idx]),
+                                                   self.batch_sharding)
 
         def loss_fn(pred_params):
             params = {**state.params, "predictor": pred_params}
@@ -226,7 +273,12 @@ def _check_health(step: int, metrics: dict[str, float], cfg: ml_collections.Conf
 
 def run_diagnostics(exp: Experiment, params: Any, data: diagnostics.DiagnosticData,
                     workdir: Path | None = None) -> dict[str, float]:
-    """Diagnostics metrics; with a workdir also writes the PNGs there."""
+    """Diagnostics metrics; with a workdir also writes the PNGs there.
+
+    They run on this process's first device, on a host copy of the parameters (every
+    process computes the same numbers; no collectives).
+    """
+    params = jax.device_put(parallel.to_host(params), jax.local_devices()[0])
     metrics, arrays = diagnostics.evaluate_world_model(exp.wm, params, data, exp.env)
     if workdir is not None:
         plots.save_probe_plot(workdir / "probe.png", arrays, metrics)
@@ -241,13 +293,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
 
     ``stop_after``: simulate an interruption by raising ``KeyboardInterrupt`` once that
     step has run (tests use it to check that resuming reproduces an uninterrupted run).
+
+    With several processes (``parallel.coordinator_address`` etc., or the ``JAX_*``
+    variables) every process runs this same function on the same ``workdir``; all of them
+    save and restore the checkpoints, and process 0 alone writes the logs and files.
     """
+    parallel.initialize(parallel.parallel_config(config))  # before any JAX computation
+    main = parallel.is_main_process()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt_lib.check_config_compatible(workdir, config, keys=("model", "env", "data", "loss",
-                                                           "seed"))
+                                                           "seed"),
+                                     ignore=("model.compute_dtype",))
     exp = Experiment(config)
-    ckpt_lib.save_config(workdir, config)
+    parallel.sync("config checked")  # before process 0 overwrites config.json
+    if main:
+        ckpt_lib.save_config(workdir, config)
     tcfg = config.train
     final_path = workdir / "final_metrics.json"
     checkpointer = ckpt_lib.Checkpointer(workdir / "checkpoints", max_to_keep=tcfg.max_to_keep)
@@ -256,15 +317,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     if checkpointer.latest_step() is not None:
         start, state = checkpointer.restore(exp.abstract_state())
         log.info("resumed from step %d in %s", start, workdir)
-        print(f"resuming from step {start} in {workdir}", flush=True)
-    writer = metrics_lib.MetricsWriter(workdir, resume_step=start if start else None)
+        if main:
+            print(f"resuming from step {start} in {workdir}", flush=True)
+    writer = (metrics_lib.MetricsWriter(workdir, resume_step=start if start else None)
+              if main else metrics_lib.NullWriter())
     diag = diagnostics.make_diagnostic_data(
         jax.random.key(config.diagnostics.seed), exp.env, exp.policy,
         num_probe=config.diagnostics.num_probe, num_heldout=config.diagnostics.num_heldout,
         num_wall=config.diagnostics.num_wall)
     data = exp.data
     total = tcfg.num_steps + tcfg.predictor_steps
-    bar = metrics_lib.ProgressBar(total, initial=start, enabled=progress, desc="train")
+    bar = metrics_lib.ProgressBar(total, initial=start, enabled=progress and main,
+                                  desc="train")
     cache = None
     pending: list[dict[str, jax.Array]] = []
     t_last, step_last = time.time(), start
@@ -302,19 +366,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
             is_eval = tcfg.eval_every and done % tcfg.eval_every == 0
             if is_eval or done == total:
                 final = run_diagnostics(exp, state.params, diag,
-                                        workdir if done == total else None)
+                                        workdir if done == total and main else None)
                 writer.write_scalars(done, {f"eval/{k}": v for k, v in final.items()})
                 writer.flush()
         if not final:  # resumed after the last step
             if final_path.exists():
                 final = json.loads(final_path.read_text())
             else:
-                final = run_diagnostics(exp, state.params, diag, workdir)
+                final = run_diagnostics(exp, state.params, diag, workdir if main else None)
     finally:
         bar.close()
         checkpointer.close()
         writer.close()
-    final_path.write_text(json.dumps(final, indent=2))
+    if main:
+        final_path.write_text(json.dumps(final, indent=2))
     return final
 
 
