@@ -39,7 +39,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         encoder="conv", stem_factor=4, channels=(32,), num_keypoints=1, global_dim=32,
         keypoint_scale=8.0, keypoint_channels=(0,), keypoint_kernel=1,
-        keypoint_init_temperature=0.02, layout_keypoints=0, layout_channels=(),
+        keypoint_init_temperature=0.02, layout_keypoints=2, layout_channels=(1,),
         layout_kernel=5, latent_dim=0,
         mlp_hidden=(128, 128),
         predictor_hidden=(256, 256, 256), action_scale=0.5, z_dim=0,
@@ -57,7 +57,10 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         batch_size=64, num_steps=1200, learning_rate=3e-3, warmup_steps=100,
         final_lr_fraction=0.01, weight_decay=1e-5, grad_clip=1.0, log_every=50,
         eval_every=1200, checkpoint_every=200, max_to_keep=3, collapse_std_threshold=1e-3,
-        predictor_steps=4000, predictor_batch_size=256, predictor_learning_rate=2e-3))
+        predictor_steps=4000, predictor_batch_size=256, predictor_learning_rate=2e-3,
+        # Online rounds in the predictor phase (jepa_jax/training/online.py): plan with the
+        # model, execute in the world, train on the outcome; half of each batch from them.
+        online_rounds=3, online_trajectories=768, online_fraction=0.5))
 
     # Devices (see jepa_jax/parallel.py and README "Scaling"): the batch is split over the
     # "data" axis of a mesh of every device; parameters replicated, or FSDP-split. Several
@@ -99,6 +102,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         c.train.eval_every = 0
         c.train.checkpoint_every = 20
         c.train.predictor_steps = 20
+        c.train.online_rounds = 0  # needs planning.gradient.horizon >= data.length - 1
         c.train.predictor_batch_size = 32
         c.diagnostics.num_probe = 64
         c.diagnostics.num_heldout = 32

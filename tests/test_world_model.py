@@ -194,7 +194,8 @@ def test_layout_keypoints_follow_the_wall():
 def test_build_from_the_tiny_preset():
     cfg = load_config(f"{PRESET}:tiny")
     wm = make_world_model(cfg.model, (65, 65, 2), 2)
-    assert wm.latent_dim == 2 * cfg.model.num_keypoints + cfg.model.global_dim
+    assert wm.latent_dim == (2 * cfg.model.num_keypoints + 2 * cfg.model.layout_keypoints
+                             + cfg.model.global_dim)
     assert wm.inverse is not None and wm.z_dim == 0
     shapes = jax.eval_shape(wm.init, jax.random.key(0))  # traces init without compiling
     assert set(shapes) == {"encoder", "predictor", "inverse"}

@@ -28,6 +28,7 @@ from jepa_jax.data import offline
 from jepa_jax.envs import two_rooms
 from jepa_jax.training import checkpoint as ckpt_lib
 from jepa_jax.training import metrics as metrics_lib
+from jepa_jax.training import online as online_lib
 from jepa_jax.training import plots
 from jepa_jax.training.objective import get_objective
 from jepa_jax.world_model import WorldModel, make_world_model
@@ -49,6 +50,9 @@ class TrainState:
     opt_state: Any
     pred_opt_state: Any  # the predictor-only phase's optimizer (see ``Experiment``)
     rng: jax.Array
+    # Trajectories collected by planning in the world during the predictor phase (see
+    # ``training/online.py``); None when ``train.online_rounds`` is 0.
+    online: Any = None
 
 
 def env_params_from_config(cfg: ml_collections.ConfigDict) -> two_rooms.EnvParams:
@@ -110,6 +114,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"data.num_trajectories ({d.num_trajectories}) must be >= "
          f"train.predictor_batch_size ({t.predictor_batch_size})"),
     ]
+    rounds = t.get("online_rounds", 0)
+    if rounds:
+        horizon = config.planning.gradient.horizon
+        checks += [
+            (rounds >= 0, f"train.online_rounds must be >= 0, got {rounds}"),
+            (t.online_trajectories >= 1, f"train.online_trajectories must be >= 1, got "
+                                         f"{t.online_trajectories}"),
+            (0.0 < t.online_fraction < 1.0, f"train.online_fraction must be in (0, 1), got "
+                                            f"{t.online_fraction}"),
+            (t.predictor_steps > rounds, "train.online_rounds needs train.predictor_steps > "
+                                         "online_rounds (collection runs in that phase)"),
+            (horizon >= d.length - 1, f"train.online_rounds needs planning.gradient.horizon "
+                                      f">= data.length - 1 ({d.length - 1}), got {horizon}"),
+        ]
     for ok, msg in checks:
         if not ok:
             raise ValueError(msg)
@@ -156,12 +174,14 @@ class Experiment:
         root = jax.random.key(config.seed)
         self.data_key, self.init_key, self.rng_key, self.order_key = jax.random.split(root, 4)
         self._data: offline.Trajectories | None = None
+        self._collector = None  # online collection (built on first use)
         self.state_sharding = parallel.tree_shardings(jax.eval_shape(self._init_state),
                                                       self.mesh, self.pcfg)
         rep, st = self.replicated, self.state_sharding
         self.update = jax.jit(self._update, in_shardings=(st, rep), out_shardings=(st, rep),
                               donate_argnums=(0,))
-        self.predictor_update = jax.jit(self._predictor_update, in_shardings=(st, rep, rep),
+        self.predictor_update = jax.jit(self._predictor_update,
+                                        in_shardings=(st, rep, rep, rep),
                                         out_shardings=(st, rep), donate_argnums=(0,))
 
     @property
@@ -177,10 +197,15 @@ class Experiment:
 
     def _init_state(self) -> TrainState:
         params = self.wm.init(self.init_key)
+        t = self.config.train
+        rounds = t.get("online_rounds", 0)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=self.optimizer.init(params),
                           pred_opt_state=self.pred_optimizer.init(params["predictor"]),
-                          rng=self.rng_key)
+                          rng=self.rng_key,
+                          online=(online_lib.empty(rounds * t.online_trajectories,
+                                                   self.config.data.length)
+                                  if rounds else None))
 
     def init_state(self) -> TrainState:
         """The initial state, laid out on the mesh (``state_sharding``)."""
@@ -234,12 +259,21 @@ class Experiment:
 
         return jax.jit(encode, out_shardings=self.replicated)(params, data)
 
-    def _predictor_update(self, state: TrainState, latents: jax.Array, actions: jax.Array):
+    def _predictor_update(self, state: TrainState, latents: jax.Array, actions: jax.Array,
+                          num_online: jax.Array):
+        """One predictor step on ``latents`` (N + M, T, D) and ``actions`` (N + M, T-1, A):
+        the offline data set's N rows, then the online buffer's M rows of which the first
+        ``num_online`` are filled; a ``train.online_fraction`` of the batch comes from those
+        once there are any."""
         cfg = self.config
         step = state.step - cfg.train.num_steps
-        idx = offline.batch_indices(jax.random.fold_in(self.order_key, 1),
-                                    cfg.data.num_trajectories, cfg.train.predictor_batch_size,
-                                    step)
+        n, b = cfg.data.num_trajectories, cfg.train.predictor_batch_size
+        idx = offline.batch_indices(jax.random.fold_in(self.order_key, 1), n, b, step)
+        n_on = int(round(b * cfg.train.get("online_fraction", 0.0))) if latents.shape[0] > n else 0
+        if n_on:
+            k = jax.random.fold_in(jax.random.fold_in(self.order_key, 2), step)
+            on_idx = n + jax.random.randint(k, (n_on,), 0, jnp.maximum(num_online, 1))
+            idx = idx.at[b - n_on:].set(jnp.where(num_online > 0, on_idx, idx[b - n_on:]))
         idx = jax.lax.with_sharding_constraint(idx, self.batch_sharding)
         z, acts = jax.lax.with_sharding_constraint((latents[idx], actions[idx]),
                                                    self.batch_sharding)
@@ -257,6 +291,26 @@ class Experiment:
         aux = {"predictor_loss": loss, "grad_norm": optax.tree.norm(grads)}
         return state.replace(step=state.step + 1, params=params,
                              pred_opt_state=pred_opt_state), aux
+
+
+def _collect_online(exp: Experiment, state: TrainState, round_index: int,
+                    main: bool) -> TrainState:
+    """Runs online collection round ``round_index`` and writes it into ``state.online``."""
+    from jepa_jax.planning_eval import build_planner  # imports this module
+
+    t = exp.config.train
+    if exp._collector is None:
+        planner = build_planner(exp, exp.config, "gradient")
+        exp._collector = online_lib.make_collector(planner, exp.env, exp.config.data.length,
+                                                   margin=exp.config.planning.start_goal_margin)
+    t0 = time.time()
+    key = jax.random.fold_in(jax.random.fold_in(state.rng, 7), round_index)
+    trajs = jax.block_until_ready(exp._collector(state.params, key, t.online_trajectories))
+    online = online_lib.write(state.online, trajs, round_index * t.online_trajectories)
+    if main:
+        print(f"online round {round_index + 1}: {t.online_trajectories} planned trajectories "
+              f"executed in {time.time() - t0:.1f} s", flush=True)
+    return state.replace(online=online)
 
 
 def _check_health(step: int, metrics: dict[str, float], cfg: ml_collections.ConfigDict):
@@ -330,6 +384,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     bar = metrics_lib.ProgressBar(total, initial=start, enabled=progress and main,
                                   desc="train")
     cache = None
+    rounds = tcfg.get("online_rounds", 0)
+    collect_at = online_lib.round_steps(tcfg.predictor_steps, rounds)
     pending: list[dict[str, jax.Array]] = []
     t_last, step_last = time.time(), start
     final: dict[str, float] = {}
@@ -338,9 +394,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
             if step < tcfg.num_steps:
                 state, aux = exp.update(state, data)
             else:
+                local = step - tcfg.num_steps
                 if cache is None:  # entering the predictor phase (or resuming inside it)
                     cache = exp.encode_dataset(state.params, data)
-                state, aux = exp.predictor_update(state, cache, data.actions)
+                    lat, acts = cache, data.actions
+                if rounds and local in collect_at:
+                    state = _collect_online(exp, state, collect_at.index(local), main)
+                    lat = jnp.concatenate([cache, exp.encode_dataset(state.params,
+                                                                     state.online)])
+                    acts = jnp.concatenate([data.actions, state.online.actions])
+                elif rounds and lat is cache:  # resumed: the buffer came with the state
+                    lat = jnp.concatenate([cache, exp.encode_dataset(state.params,
+                                                                     state.online)])
+                    acts = jnp.concatenate([data.actions, state.online.actions])
+                filled = sum(s <= local for s in collect_at) * tcfg.get("online_trajectories", 0)
+                state, aux = exp.predictor_update(state, lat, acts, jnp.int32(filled))
             pending.append(aux)
             done = step + 1
             if done % tcfg.log_every == 0 or done in (tcfg.num_steps, total):
