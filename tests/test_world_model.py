@@ -232,7 +232,7 @@ def test_keypoints_are_in_input_pixels(keypoint_channels):
 
 
 def test_encode_shapes(wm, params, fns):
-    assert wm.latent_dim == 2 * 4 + 8
+    assert wm.latent_dim == 2 * 4 + 2 * 2 + 8  # keypoints, layout keypoints, global code
     temperature = np.exp(np.asarray(params["encoder"]["params"]["log_temperature"]))
     assert temperature == pytest.approx(tiny_model_config().keypoint_init_temperature, rel=1e-5)
     obs = _uniform(1, (2, 3, *OBS))
