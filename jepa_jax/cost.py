@@ -32,6 +32,7 @@ ConstraintFn = Callable[..., jax.Array]
 
 GOAL_MODES = ("dense", "final")
 CONSTRAINT_KINDS = ("relu2", "softplus")
+RISK_MEASURES = ("mean", "cvar", "worst")
 
 
 def horizon_weights(horizon: int, discount: float | jax.Array = 0.9, dtype=jnp.float32):
@@ -144,6 +145,47 @@ def constraint_penalty(
     if kind == "relu2":
         return jnp.sum(jnp.square(jax.nn.relu(c)))
     return jnp.sum(jax.nn.softplus(sharpness * c)) / sharpness
+
+
+def cvar_count(num_samples: int, alpha: float) -> int:
+    """How many of ``num_samples`` equally likely costs make up their upper ``alpha`` tail:
+    ``ceil(alpha * K)`` (at least 1; a small tolerance keeps e.g. 0.3 * 10 at 3)."""
+    return max(1, min(num_samples, math.ceil(alpha * num_samples - 1e-9)))
+
+
+def risk_measure(costs: jax.Array, risk: str = "mean", alpha: float = 0.25) -> jax.Array:
+    """One number from the costs of K sampled futures (the last axis).
+
+    * ``"mean"``: the expected cost ``mean_k c_k`` (risk-neutral);
+    * ``"cvar"``: the conditional value at risk at level ``alpha``, the mean of the
+      ``ceil(alpha * K)`` largest costs (the expected cost in the worst ``alpha`` fraction
+      of futures; ``alpha = 1`` is the mean, ``alpha <= 1/K`` the worst case);
+    * ``"worst"``: ``max_k c_k``.
+
+    All three are (sub)differentiable: the gradient flows to the samples that are kept.
+
+    Args:
+      costs: (..., K) costs of K equally likely samples.
+      risk: one of ``RISK_MEASURES``.
+      alpha: CVaR level in (0, 1] (static; only used by "cvar").
+
+    Returns:
+      (...) aggregated costs.
+
+    References:
+      Rockafellar & Uryasev, "Optimization of conditional value-at-risk", J. Risk 2000.
+    """
+    if risk not in RISK_MEASURES:
+        raise ValueError(f"unknown risk measure {risk!r}; valid measures: "
+                         f"{', '.join(RISK_MEASURES)}")
+    if risk == "mean":
+        return jnp.mean(costs, axis=-1)
+    if risk == "worst":
+        return jnp.max(costs, axis=-1)
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"cvar_alpha must be in (0, 1], got {alpha!r}")
+    top, _ = jax.lax.top_k(costs, cvar_count(costs.shape[-1], alpha))
+    return jnp.mean(top, axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from jepa_jax import envs
 from jepa_jax.data import offline
 from jepa_jax.envs import two_rooms
 from jepa_jax.world_model import WorldModel
@@ -84,15 +85,20 @@ def make_wall_push_problems(key: jax.Array, num: int, env: two_rooms.EnvParams,
     (so a push never grazes the opening), with ``horizon`` actions of norm 1-``action_bound``
     pointing into the wall (up to 30 degrees off the normal, away from the door)."""
     kl, kside, kd, ky, kmag, kang = jax.random.split(key, 6)
-    wall_x, door_y = jax.vmap(lambda k: two_rooms.sample_layout(k, env))(
+    wall_x, door_y = jax.vmap(lambda k: envs.sample_layout(k, env))(
         jax.random.split(kl, num))
     side = jnp.where(jax.random.bernoulli(kside, shape=(num,)), 1.0, -1.0)  # +1: right room
     dist = jax.random.uniform(kd, (num,), minval=1.0, maxval=6.0)
     x = wall_x + side * (env.wall_half_width + dist)
     # y away from the door: pick above or below, whichever side has room.
     gap = env.door_half_width + 3.0
-    lo_band = (env.low + 1.0, door_y - gap)
-    hi_band = (door_y + gap, env.high - 1.0)
+    if envs.is_stochastic(env):  # Windy Two-Rooms: the stretch of wall between the doors
+        top = env.windy_door_y + env.door_half_width + env.pit_width + 3.0
+        lo_band = (jnp.minimum(top, door_y - gap), door_y - gap)
+        hi_band = (door_y + gap, env.high - 1.0)
+    else:
+        lo_band = (env.low + 1.0, door_y - gap)
+        hi_band = (door_y + gap, env.high - 1.0)
     lo_len = jnp.maximum(lo_band[1] - lo_band[0], 0.0)
     hi_len = jnp.maximum(hi_band[1] - hi_band[0], 0.0)
     u = jax.random.uniform(ky, (num,)) * (lo_len + hi_len)
@@ -135,7 +141,10 @@ def _encode_chunk(wm, params, sub, env):
 
 @jax.jit
 def _rollout(wm, params, s0, actions):
-    return wm.rollout(params, s0, actions)
+    z = None
+    if wm.z_dim:  # a latent-variable model: z at the prior's mean, its most typical outcome
+        z = jnp.zeros((*actions.shape[:-1], wm.z_dim), actions.dtype)
+    return wm.rollout(params, s0, actions, z)
 
 
 @jax.jit
@@ -167,8 +176,8 @@ def evaluate_world_model(wm: WorldModel, params: Any, data: DiagnosticData,
         if h <= err.shape[1]:
             metrics[f"rollout_px_h{h}"] = float(err[:, h - 1].mean())
 
-    obs0 = two_rooms.render_positions(data.wall_start, data.wall_layout[:, 0],
-                                      data.wall_layout[:, 1], env)
+    obs0 = envs.render_positions(data.wall_start, data.wall_layout[:, 0],
+                                 data.wall_layout[:, 1], env)
     s0 = _encode(wm, params, obs0)
     wall_pred = _rollout(wm, params, s0, data.wall_actions)
     wall_pos = np.asarray(probe(wall_pred))

@@ -8,6 +8,10 @@ and the goal image); the true state is read after the episode, to score it.
 Everything runs under one ``jit``: ``vmap`` over episodes, ``lax.scan`` over replanning
 rounds and over the ``replan_every`` environment steps executed from each plan. Shapes are
 fixed, so memory does not grow over an episode.
+
+Any world of :mod:`jepa_jax.envs` works; in a stochastic one the environment's randomness
+comes from keys folded out of each replanning round's key (the planner's own draws are
+unchanged).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from jepa_jax import envs
 from jepa_jax.envs import two_rooms
 from jepa_jax.planning.base import Planner, PlannerState
 
@@ -40,10 +45,10 @@ def make_episodes(key: jax.Array, num: int, env: two_rooms.EnvParams,
     """``num`` problems with start and goal drawn uniformly in opposite rooms."""
     def one(k):
         kl, ks, kg, kside = jax.random.split(k, 4)
-        wall_x, door_y = two_rooms.sample_layout(kl, env)
+        wall_x, door_y = envs.sample_layout(kl, env)
         side = jax.random.bernoulli(kside).astype(jnp.int32)
-        start = two_rooms.sample_free_position(ks, wall_x, env, side, margin)
-        goal = two_rooms.sample_free_position(kg, wall_x, env, 1 - side, margin)
+        start = envs.sample_free_position(ks, wall_x, env, side, margin)
+        goal = envs.sample_free_position(kg, wall_x, env, 1 - side, margin)
         return start, goal, jnp.stack([wall_x, door_y])
 
     start, goal, layout = jax.vmap(one)(jax.random.split(key, num))
@@ -51,7 +56,7 @@ def make_episodes(key: jax.Array, num: int, env: two_rooms.EnvParams,
 
 
 def _render(pos, layout, env):
-    return two_rooms.render(two_rooms.make_state(pos, layout[0], layout[1]), env)
+    return envs.render(two_rooms.make_state(pos, layout[0], layout[1]), env)
 
 
 def make_episode_fn(planner: Planner, env: two_rooms.EnvParams, env_steps: int,
@@ -73,6 +78,16 @@ def make_episode_fn(planner: Planner, env: two_rooms.EnvParams, env_steps: int,
             pos, ps = carry
             obs = _render(pos, layout, env)
             actions, info = planner.plan(params, obs, goal_obs, k, ps)
+            if envs.is_stochastic(env):
+                def env_step_key(p, inputs):
+                    a, ke = inputs
+                    p = envs.transition(p, a, layout[0], layout[1], env, ke)
+                    return p, p
+
+                env_keys = jax.random.split(jax.random.fold_in(k, 1), replan_every)
+                pos, traj = jax.lax.scan(env_step_key, pos,
+                                         (actions[:replan_every], env_keys))
+                return (pos, info["state"]), (traj, actions)
 
             def env_step(p, a):
                 p = two_rooms.transition(p, a, layout[0], layout[1], env)
@@ -92,7 +107,14 @@ def make_episode_fn(planner: Planner, env: two_rooms.EnvParams, env_steps: int,
 def make_straight_episode_fn(env: two_rooms.EnvParams, env_steps: int):
     """The no-model baseline: walk straight toward the goal's true position."""
     def run(params, start, goal, layout, key):
-        del params, key
+        del params
+        if envs.is_stochastic(env):
+            def env_step_key(p, ke):
+                p = envs.transition(p, goal - p, layout[0], layout[1], env, ke)
+                return p, p
+
+            _, traj = jax.lax.scan(env_step_key, start, jax.random.split(key, env_steps))
+            return jnp.concatenate([start[None], traj], 0), jnp.zeros((1, 1, 2))
 
         def env_step(p, _):
             p = two_rooms.transition(p, goal - p, layout[0], layout[1], env)
@@ -104,8 +126,9 @@ def make_straight_episode_fn(env: two_rooms.EnvParams, env_steps: int):
     return run
 
 
-def score(positions: np.ndarray, episodes: Episodes) -> dict[str, Any]:
-    """Outcome metrics from executed positions (N, T+1, 2)."""
+def score(positions: np.ndarray, episodes: Episodes, env: Any = None) -> dict[str, Any]:
+    """Outcome metrics from executed positions (N, T+1, 2); with a Windy Two-Rooms ``env``
+    also ``pit_rate``, the fraction of episodes that ended in a pit."""
     goal = np.asarray(episodes.goal)[:, None]
     sq = np.mean((positions - goal) ** 2, axis=-1)  # (N, T+1): mean over x and y
     success = (sq < SUCCESS_THRESHOLD_PX2).any(axis=1)
@@ -115,7 +138,7 @@ def score(positions: np.ndarray, episodes: Episodes) -> dict[str, Any]:
     final_room = final[:, 0] > wall_x
     dist = np.linalg.norm(final - goal[:, 0], axis=-1)
     first = np.where(success, np.argmax(sq < SUCCESS_THRESHOLD_PX2, axis=1), -1)
-    return {
+    out = {
         "success_rate": float(success.mean()),
         "goal_room_rate": float((goal_room == final_room).mean()),
         "mean_final_distance_px": float(dist.mean()),
@@ -124,6 +147,12 @@ def score(positions: np.ndarray, episodes: Episodes) -> dict[str, Any]:
         "num_episodes": int(len(success)),
         "success": success.tolist(),
     }
+    if env is not None and envs.is_stochastic(env):  # Windy Two-Rooms: how many fell
+        from jepa_jax.envs import windy_rooms
+
+        fell = np.asarray(windy_rooms.in_pit(jnp.asarray(final), jnp.asarray(wall_x), env))
+        out["pit_rate"] = float(fell.mean())
+    return out
 
 
 def time_plan_call(planner: Planner, params: Any, env: two_rooms.EnvParams,

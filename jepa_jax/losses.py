@@ -16,6 +16,11 @@ Terms:
   temporal terms used by JEPA world models (e.g. PLDM, Sobal et al. 2025).
 * :func:`jepa_multistep_loss` -- multistep latent-prediction loss of a world model, with a
   regulariser chosen from :data:`REGULARIZERS`.
+* :func:`gaussian_kl` -- the regulariser of a latent variable z: KL of the amortised
+  posterior ``q(z | s, a, s')`` to the prior N(0, I) (Kingma & Welling, 2014; the
+  information cost that keeps z from copying the next state).
+* :func:`mixture_nll` -- negative log-likelihood under a Gaussian mixture: fits a learned
+  prior ``p(z | s)`` to posterior samples (Bishop's mixture density networks, 1994).
 
 Writing a new loss: write a pure function with the signature of
 :func:`jepa_multistep_loss` -- ``(predicted, embeddings, **options) -> (loss, aux)``, where
@@ -50,6 +55,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 __all__ = [
     "REGULARIZERS",
     "covariance_loss",
+    "gaussian_kl",
+    "mixture_nll",
     "inverse_dynamics_loss",
     "jepa_multistep_loss",
     "prediction_error",
@@ -417,6 +424,82 @@ def temporal_straightness_loss(embeddings, eps: float = 1e-8) -> jax.Array:
     norm1 = jnp.sqrt(jnp.sum(jnp.square(v1), axis=-1) + eps)
     cos = jnp.sum(v0 * v1, axis=-1) / (norm0 * norm1)
     return jnp.mean(1.0 - cos)
+
+
+# ---------------------------------------------------------------------- latent variable z
+
+
+def gaussian_kl(mean, log_var) -> jax.Array:
+    """KL divergence of a diagonal Gaussian to the standard normal, per example.
+
+    ``KL(N(mean, diag(exp(log_var))) || N(0, I)) = 0.5 * sum_k (exp(lv_k) + mean_k^2 - 1 -
+    lv_k)``, summed over the last axis (the z dimensions): the number of nats the posterior
+    of a latent variable spends on one example. In a latent-variable world model it is the
+    price of each bit z carries about the next state, so that z only carries what the
+    current state and action cannot predict; with the prior N(0, I) it also makes prior
+    samples look like the posterior samples the predictor was trained on.
+
+    Args:
+      mean: posterior means, shape ``(..., Z)``.
+      log_var: posterior log-variances, same shape as ``mean``.
+
+    Returns:
+      Array of shape ``(...)`` (>= 0, 0 iff mean = 0 and log_var = 0); reduce it yourself.
+
+    Example::
+
+      >>> float(gaussian_kl(jnp.array([1.0, 0.0]), jnp.array([0.0, 0.0])))
+      0.5
+
+    References:
+      Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014 (appendix B);
+      LeCun, "A Path Towards Autonomous Machine Intelligence", 2022 (section 4.8: latent
+      variables and their regularisation).
+    """
+    mean = _as_float("mean", mean)
+    log_var = _as_float("log_var", log_var)
+    _check_min_rank("mean", mean, 1, "(..., Z)")
+    _check_same_shape("mean", mean, "log_var", log_var)
+    return 0.5 * jnp.sum(jnp.exp(log_var) + jnp.square(mean) - 1.0 - log_var, axis=-1)
+
+
+def mixture_nll(z, logits, means, log_stds) -> jax.Array:
+    """Negative log-likelihood of ``z`` under a mixture of diagonal Gaussians, per example.
+
+    ``-log sum_m softmax(logits)_m N(z; means_m, diag(exp(log_stds_m))^2)``.
+
+    Args:
+      z: points, shape ``(..., Z)``.
+      logits: unnormalised log mixture weights, shape ``(..., M)``.
+      means: component means, shape ``(..., M, Z)``.
+      log_stds: component log standard deviations, shape ``(..., M, Z)``.
+
+    Returns:
+      Array of shape ``(...)``; reduce it yourself.
+
+    Example::
+
+      >>> round(float(mixture_nll(jnp.zeros(1), jnp.zeros(1), jnp.zeros((1, 1)),
+      ...                         jnp.zeros((1, 1)))), 4)   # 0.5 log(2 pi)
+      0.9189
+
+    References:
+      Bishop, "Mixture Density Networks", Aston University technical report, 1994.
+    """
+    z = _as_float("z", z)
+    logits = _as_float("logits", logits)
+    means = _as_float("means", means)
+    log_stds = _as_float("log_stds", log_stds)
+    _check_min_rank("z", z, 1, "(..., Z)")
+    _check_same_shape("means", means, "log_stds", log_stds)
+    expected = (*z.shape[:-1], logits.shape[-1], z.shape[-1])
+    if means.shape != expected or logits.shape[:-1] != z.shape[:-1]:
+        raise ValueError(f"for z of shape {z.shape} and logits of shape {logits.shape}, "
+                         f"means and log_stds must have shape {expected}, got {means.shape}")
+    scaled = (z[..., None, :] - means) * jnp.exp(-log_stds)
+    log_comp = -0.5 * jnp.sum(jnp.square(scaled) + 2.0 * log_stds + jnp.log(2.0 * jnp.pi),
+                              axis=-1)
+    return -jax.nn.logsumexp(jax.nn.log_softmax(logits, axis=-1) + log_comp, axis=-1)
 
 
 # --------------------------------------------------------------------------- JEPA objective

@@ -57,7 +57,7 @@ def evaluate_workdir(workdir: str | Path, planner_name: str, *, episodes: int | 
     # eval_seconds: wall time of all episodes, compilation of the episode function included.
     positions, plans, secs = evaluation.run_evaluation(
         fn, params, episodes_, jax.random.key(1), batch_size=min(pc.batch_size, n))
-    result = evaluation.score(positions, episodes_)
+    result = evaluation.score(positions, episodes_, env)
     success = result.pop("success")
     result.update(timing)
     result.update(eval_seconds=secs, budget=budget, workdir=str(workdir),
@@ -77,7 +77,7 @@ def _plot(path, exp, params, episodes_, positions, plans, success, name, result,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from jepa_jax.training.plots import _draw_walls
+    from jepa_jax.training.plots import draw_layout
 
     probe = None
     if name != "straight":
@@ -93,14 +93,16 @@ def _plot(path, exp, params, episodes_, positions, plans, success, name, result,
     for i in range(num):
         ax = axes[i]
         lay = np.asarray(episodes_.layout[i])
-        _draw_walls(ax, lay[0], lay[1])
+        draw_layout(ax, lay[0], lay[1], exp.env)
         ax.plot(positions[i, :, 0], positions[i, :, 1], "b-", lw=1, label="executed")
         if probe is not None:
             from jepa_jax import evaluation as ev
 
             obs = ev._render(episodes_.start[i], episodes_.layout[i], exp.env)
             s0 = exp.wm.encode(params, obs)
-            pred = exp.wm.rollout(params, s0, plans[i, 0])
+            z = (np.zeros((plans.shape[2], exp.wm.z_dim), np.float32) if exp.wm.z_dim
+                 else None)  # a latent-variable model: the future at the prior's mean
+            pred = exp.wm.rollout(params, s0, plans[i, 0], z)
             pp = np.asarray(probe(pred))
             ax.plot(pp[:, 0], pp[:, 1], "r.--", ms=2, lw=0.8, label="first plan (probed)")
         ax.plot(*np.asarray(episodes_.start[i]), "go", ms=5)

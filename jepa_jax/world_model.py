@@ -1,14 +1,29 @@
 """The JEPA world model as pure functions of an explicit parameter pytree.
 
-``params = {"encoder": ..., "predictor": ..., "inverse": ...}`` (the last only when the
-inverse-dynamics regulariser is on). Every method is a pure function; all of them jit, vmap
-and differentiate::
+``params = {"encoder": ..., "predictor": ..., "inverse": ..., "posterior": ...}`` (inverse
+only when the inverse-dynamics regulariser is on, posterior only when ``z_dim > 0``). Every
+method is a pure function; all of them jit, vmap and differentiate::
 
     wm = make_world_model(config.model, obs_shape=(65, 65, 2), action_dim=2)
     params = wm.init(key)
     s = wm.encode(params, obs)                 # (..., H, W, C) -> (..., D)
     s1 = wm.predict(params, s, a)              # (..., D), (..., A) -> (..., D)
     traj = wm.rollout(params, s, actions)      # (D,), (T, A) -> (T, D)
+
+Latent variable z (``model.z_dim > 0``): the predictor takes ``z`` (..., z_dim), what one
+frame and the action cannot tell about the next frame. Training infers it with the
+amortised posterior ``wm.posterior(params, s, a, s_next)`` (and ``wm.sample_posterior``),
+regularised by its KL to N(0, I). Planning draws it from the prior: N(0, I)
+(``model.z_prior="normal"``) or a learned ``p(z | s)`` (``"mixture"``: a mixture density
+network fitted to posterior samples, ``params["prior"]``), step by step along the rollout::
+
+    noise = wm.sample_noise(key, (K, T))       # (K, T, noise_dim): the futures' randomness
+    futures = jax.vmap(lambda n: wm.rollout_noise(params, s, actions, n))(noise)  # (K, T, D)
+    zs = wm.sample_z(key, (K, T))              # (K, T, z_dim) from N(0, I)
+    futures = jax.vmap(lambda z: wm.rollout(params, s, actions, z))(zs)
+
+With ``z_dim == 0`` (the default) the model is deterministic, there is no posterior, and
+every function computes exactly what it did before z existed.
 """
 
 from __future__ import annotations
@@ -22,7 +37,7 @@ import ml_collections
 from flax import struct
 
 from jepa_jax.networks.encoders import ConvEncoder, MLPEncoder
-from jepa_jax.networks.predictors import InverseDynamics, MLPPredictor
+from jepa_jax.networks.predictors import InverseDynamics, MLPPredictor, ZPosterior, ZPrior
 
 Params = Any
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -30,7 +45,8 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 
 @struct.dataclass
 class WorldModel:
-    """Encoder + predictor (+ optional inverse-dynamics head). Modules are static fields."""
+    """Encoder + predictor (+ optional inverse-dynamics head, + the posterior of z when
+    ``z_dim > 0``). Modules are static fields."""
 
     encoder: nn.Module = struct.field(pytree_node=False)
     predictor: nn.Module = struct.field(pytree_node=False)
@@ -40,6 +56,14 @@ class WorldModel:
     latent_dim: int = struct.field(pytree_node=False)
     z_dim: int = struct.field(pytree_node=False, default=0)
     keypoint_dims: int = struct.field(pytree_node=False, default=0)  # leading latent dims
+    posterior_net: nn.Module | None = struct.field(pytree_node=False, default=None)
+    prior_net: nn.Module | None = struct.field(pytree_node=False, default=None)  # learned p(z|s)
+
+    def __post_init__(self):
+        if self.z_dim < 0:
+            raise ValueError(f"model.z_dim must be >= 0, got {self.z_dim}")
+        if self.z_dim and self.posterior_net is None:
+            raise ValueError(f"a world model with z_dim={self.z_dim} needs a posterior network")
 
     def init(self, key: jax.Array) -> Params:
         """Initial parameters (a dict of pytrees)."""
@@ -52,6 +76,10 @@ class WorldModel:
                   "predictor": self.predictor.init(k_pred, s, a, z)}
         if self.inverse is not None:
             params["inverse"] = self.inverse.init(k_inv, s, s)
+        if self.z_dim:  # its own key, so that z_dim = 0 draws the other parameters as before
+            params["posterior"] = self.posterior_net.init(jax.random.fold_in(key, 3), s, a, s)
+        if self.prior_net is not None:
+            params["prior"] = self.prior_net.init(jax.random.fold_in(key, 4), s)
         return params
 
     def check_obs(self, obs: jax.Array, name: str = "obs") -> None:
@@ -99,6 +127,96 @@ class WorldModel:
         _, traj = jax.lax.scan(body, s0, (acts, zs))
         return jnp.moveaxis(traj, 0, -2)
 
+    def check_z(self, z: jax.Array, name: str = "z") -> None:
+        """Raises ValueError unless ``z`` ends in this model's ``z_dim`` (> 0)."""
+        if not self.z_dim:
+            raise ValueError(f"{name} given, but this world model has no latent variable "
+                             f"(z_dim=0)")
+        if z.shape[-1] != self.z_dim:
+            raise ValueError(f"{name} has last dimension {z.shape[-1]}, the world model has "
+                             f"z_dim={self.z_dim}")
+
+    def posterior(self, params: Params, s: jax.Array, a: jax.Array,
+                  s_next: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``q(z | s, a, s_next)``: (mean, log_var), each (..., z_dim)."""
+        if not self.z_dim:
+            raise ValueError("this world model has no latent variable (model.z_dim=0)")
+        return self.posterior_net.apply(params["posterior"], s, a, s_next)
+
+    def sample_posterior(self, params: Params, key: jax.Array, s: jax.Array, a: jax.Array,
+                         s_next: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """A reparametrised draw ``z = mean + exp(log_var / 2) * eps`` from the posterior.
+
+        Returns ``(z, mean, log_var)``, each (..., z_dim).
+        """
+        mean, log_var = self.posterior(params, s, a, s_next)
+        eps = jax.random.normal(key, mean.shape, mean.dtype)
+        return mean + jnp.exp(0.5 * log_var) * eps, mean, log_var
+
+    def sample_z(self, key: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
+        """Draws z from N(0, I) (the fixed prior, and the KL's reference): (*shape, z_dim)."""
+        if not self.z_dim:
+            raise ValueError("this world model has no latent variable (model.z_dim=0)")
+        return jax.random.normal(key, (*shape, self.z_dim), jnp.float32)
+
+    def prior(self, params: Params, s: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """The learned prior ``p(z | s)``: (logits (..., M), means and log_stds (..., M, z_dim))."""
+        if self.prior_net is None:
+            raise ValueError("this world model has no learned prior (model.z_prior='normal')")
+        return self.prior_net.apply(params["prior"], s)
+
+    @property
+    def noise_dim(self) -> int:
+        """Size of the noise that ``z_from_noise`` turns into one z: z_dim standard normals,
+        plus one uniform that picks the mixture component of a learned prior."""
+        return self.z_dim + (self.prior_net is not None)
+
+    def sample_noise(self, key: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
+        """(*shape, noise_dim): standard normals, and a last channel uniform in [0, 1) when
+        the prior is learned. Fixed noise makes a sampled future a smooth function of the
+        actions (common random numbers)."""
+        if not self.z_dim:
+            raise ValueError("this world model has no latent variable (model.z_dim=0)")
+        k_n, k_u = jax.random.split(key)
+        eps = jax.random.normal(k_n, (*shape, self.z_dim), jnp.float32)
+        if self.prior_net is None:
+            return eps
+        return jnp.concatenate([eps, jax.random.uniform(k_u, (*shape, 1), jnp.float32)], -1)
+
+    def z_from_noise(self, params: Params, s: jax.Array, noise: jax.Array) -> jax.Array:
+        """A draw from the prior at latent ``s`` (..., D), from ``noise`` (..., noise_dim).
+
+        N(0, I): z is the noise. Learned mixture: the component whose cumulative weight
+        interval holds the uniform, then ``mean + std * eps`` (differentiable in s, except
+        for the choice of component)."""
+        if noise.shape[-1] != self.noise_dim:
+            raise ValueError(f"noise has last dimension {noise.shape[-1]}, the world model "
+                             f"needs {self.noise_dim}")
+        if self.prior_net is None:
+            return noise
+        logits, means, log_stds = self.prior(params, s)
+        cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
+        comp = jnp.sum(noise[..., -1:] > cdf[..., :-1], axis=-1)  # (...) in [0, M)
+        pick = jax.nn.one_hot(comp, logits.shape[-1], dtype=means.dtype)[..., None]
+        mean = jnp.sum(pick * means, axis=-2)
+        std = jnp.exp(jnp.sum(pick * log_stds, axis=-2))
+        return mean + std * noise[..., :-1]
+
+    def rollout_noise(self, params: Params, s0: jax.Array, actions: jax.Array,
+                      noise: jax.Array) -> jax.Array:
+        """A sampled future: z_t drawn from the prior at s_t with ``noise`` (..., T,
+        noise_dim), then s_{t+1} = predict(s_t, a_t, z_t). Returns (..., T, D)."""
+        acts = jnp.moveaxis(actions, -2, 0)
+        ns = jnp.moveaxis(noise, -2, 0)
+
+        def body(s, inputs):
+            a, n = inputs
+            s_next = self.predict(params, s, a, self.z_from_noise(params, s, n))
+            return s_next, s_next
+
+        _, traj = jax.lax.scan(body, s0, (acts, ns))
+        return jnp.moveaxis(traj, 0, -2)
+
     def inverse_dynamics(self, params: Params, s: jax.Array, s_next: jax.Array) -> jax.Array:
         """Predicted action (..., A) from consecutive latents (..., D)."""
         if self.inverse is None:
@@ -119,7 +237,10 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
     ``mlp_hidden`` (MLP encoder), ``predictor_hidden``, ``action_scale``, ``z_dim``,
     ``inverse_dynamics_hidden`` (empty tuple: no inverse-dynamics head), ``compute_dtype``
     ("float32" or "bfloat16": the layers' compute dtype; parameters and latents stay
-    float32; absent in older configs: float32).
+    float32; absent in older configs: float32), and when ``z_dim > 0`` the posterior's
+    ``posterior_hidden`` (default (128, 128)) and the prior ``z_prior`` ("normal": N(0, I),
+    the default; "mixture": learned ``p(z | s)`` with ``prior_components`` components and
+    ``prior_hidden`` layers).
     """
     dtype_name = cfg.get("compute_dtype", "float32")
     if dtype_name not in COMPUTE_DTYPES:
@@ -154,6 +275,18 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
     inv = (InverseDynamics(action_dim=action_dim, hidden=tuple(cfg.inverse_dynamics_hidden),
                            dtype=dtype)
            if len(cfg.inverse_dynamics_hidden) else None)
+    if not isinstance(cfg.z_dim, int) or cfg.z_dim < 0:
+        raise ValueError(f"model.z_dim must be an integer >= 0, got {cfg.z_dim!r}")
+    post = prior = None
+    if cfg.z_dim:
+        post = ZPosterior(z_dim=cfg.z_dim, hidden=tuple(cfg.get("posterior_hidden", (128, 128))),
+                          action_scale=cfg.action_scale)
+        kind = cfg.get("z_prior", "normal")
+        if kind == "mixture":
+            prior = ZPrior(z_dim=cfg.z_dim, num_components=cfg.get("prior_components", 4),
+                           hidden=tuple(cfg.get("prior_hidden", (128, 128))))
+        elif kind != "normal":
+            raise ValueError(f"unknown model.z_prior {kind!r}; expected 'normal' or 'mixture'")
     return WorldModel(encoder=enc, predictor=pred, inverse=inv, obs_shape=tuple(obs_shape),
                       action_dim=action_dim, latent_dim=latent_dim, z_dim=cfg.z_dim,
-                      keypoint_dims=keypoint_dims)
+                      keypoint_dims=keypoint_dims, posterior_net=post, prior_net=prior)

@@ -12,6 +12,10 @@ The data set stores low-dimensional true states (positions and layouts) and acti
 observations are rendered from them on the fly inside jitted code, which is exact (rendering is
 deterministic), costs far less memory than storing images, and is fast on any backend.
 True states are for probing and evaluation only; the world model never trains on them.
+
+Any world of :mod:`jepa_jax.envs` works (chosen by the type of its ``EnvParams``). In a
+stochastic one each step draws its randomness from keys folded out of the trajectory's key,
+and door-crossing starts pick one of the doors at random (Windy Two-Rooms has two).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jepa_jax import envs
 from jepa_jax.envs import two_rooms
 
 
@@ -88,17 +93,22 @@ def _random_walk_actions(key, length, pp: PolicyParams, heading):
     return jnp.stack([jnp.cos(angles), jnp.sin(angles)], -1) * steps[:, None]
 
 
-def _one_trajectory(key, length: int, env: two_rooms.EnvParams, pp: PolicyParams):
+def _one_trajectory(key, length: int, env, pp: PolicyParams):
     k_layout, k_pos, k_cross, k_side, k_head, k_door, k_act, k_seek = jax.random.split(key, 8)
-    wall_x, door_y = two_rooms.sample_layout(k_layout, env)
-    free_pos = two_rooms.sample_free_position(k_pos, wall_x, env)
+    stochastic = envs.is_stochastic(env)  # Python-level: Two-Rooms traces as before
+    wall_x, door_y = envs.sample_layout(k_layout, env)
+    free_pos = envs.sample_free_position(k_pos, wall_x, env)
     free_heading = jax.random.uniform(k_head, (), minval=0.0, maxval=2 * math.pi)
     # Cross-wall start: a few steps from the door on a random side, heading through it.
     side = jnp.where(jax.random.bernoulli(k_side), 1.0, -1.0)
     kd1, kd2, kd3 = jax.random.split(k_door, 3)
     dist = jax.random.uniform(kd1, (), minval=2.0, maxval=8.0)
     dy = jax.random.uniform(kd2, (), minval=-0.7, maxval=0.7) * env.door_half_width
-    cross_pos = jnp.stack([wall_x - side * (env.wall_half_width + dist), door_y + dy])
+    cross_door = door_y
+    if stochastic:  # either door, at random
+        doors = envs.module_of(env).door_centres(door_y, env)
+        cross_door = doors[jax.random.randint(jax.random.fold_in(key, 1), (), 0, len(doors))]
+    cross_pos = jnp.stack([wall_x - side * (env.wall_half_width + dist), cross_door + dy])
     cross_pos = jnp.clip(cross_pos, env.low + 0.5, env.high - 0.5)
     cross_heading = jnp.where(side > 0, 0.0, math.pi) + 0.3 * jax.random.normal(kd3, ())
     # Wall-seeking start: 1-12 px from the middle wall at any height, heading into it.
@@ -116,11 +126,20 @@ def _one_trajectory(key, length: int, env: two_rooms.EnvParams, pp: PolicyParams
     heading = jnp.where(is_cross, cross_heading, jnp.where(is_seek, seek_heading, free_heading))
     actions = _random_walk_actions(k_act, length - 1, pp, heading)
 
-    def body(pos, a):
-        nxt = two_rooms.transition(pos, a, wall_x, door_y, env)
-        return nxt, nxt
+    if stochastic:
+        def body(pos, inputs):
+            a, k = inputs
+            nxt = envs.transition(pos, a, wall_x, door_y, env, k)
+            return nxt, nxt
 
-    _, rest = jax.lax.scan(body, pos0, actions)
+        step_keys = jax.random.split(jax.random.fold_in(key, 2), length - 1)
+        _, rest = jax.lax.scan(body, pos0, (actions, step_keys))
+    else:
+        def body(pos, a):
+            nxt = two_rooms.transition(pos, a, wall_x, door_y, env)
+            return nxt, nxt
+
+        _, rest = jax.lax.scan(body, pos0, actions)
     pos = jnp.concatenate([pos0[None], rest], 0)
     return pos, jnp.stack([wall_x, door_y]), actions
 
@@ -135,7 +154,7 @@ def generate(key: jax.Array, num_trajectories: int, length: int,
                          f"{num_trajectories} and {length}")
     env = env or two_rooms.EnvParams()
     policy = policy or PolicyParams()
-    two_rooms.validate_params(env)
+    envs.validate_params(env)
     keys = jax.random.split(key, num_trajectories)
     pos, layout, actions = _generate(keys, length, env, policy)
     return Trajectories(pos=pos, layout=layout, actions=actions)
@@ -152,7 +171,7 @@ def render_batch(trajs: Trajectories, env: two_rooms.EnvParams) -> jax.Array:
     n, t = trajs.pos.shape[:2]
     wall = jnp.broadcast_to(trajs.layout[:, None, 0], (n, t))
     door = jnp.broadcast_to(trajs.layout[:, None, 1], (n, t))
-    return two_rooms.render_positions(trajs.pos, wall, door, env)
+    return envs.render_positions(trajs.pos, wall, door, env)
 
 
 def get_batch(trajs: Trajectories, idx: jax.Array, env: two_rooms.EnvParams) -> Batch:

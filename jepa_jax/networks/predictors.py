@@ -1,7 +1,8 @@
-"""Action-conditioned latent predictor ``s' = Pred(s, a, z)`` and small auxiliary heads.
+"""Action-conditioned latent predictor ``s' = Pred(s, a, z)``, the amortised posterior
+``q(z | s, a, s')`` of its latent variable, and small auxiliary heads.
 
-``dtype`` is the compute dtype of the dense layers (e.g. bfloat16); parameters, the
-residual state and the outputs stay float32.
+``dtype`` is the compute dtype of the predictor and inverse-dynamics dense layers (e.g.
+bfloat16); parameters, the residual state and the outputs stay float32.
 """
 
 from __future__ import annotations
@@ -68,3 +69,59 @@ class InverseDynamics(nn.Module):
         for width in self.hidden:
             h = nn.gelu(nn.Dense(width, dtype=self.dtype)(h))
         return nn.Dense(self.action_dim, dtype=self.dtype)(h).astype(jnp.float32)
+
+
+class ZPosterior(nn.Module):
+    """Amortised inference of the latent variable: ``q(z | s, a, s') = N(mean, diag(var))``.
+
+    Sees the transition ``(s, a, s' - s)``; with a KL penalty towards the prior N(0, I) it
+    is pushed to encode only what ``s`` and ``a`` do not already determine about ``s'``.
+    The last layer starts at zero, so that q starts as the prior.
+
+    Shapes: s (..., D), a (..., A), s_next (..., D) -> mean (..., z_dim), log_var (..., z_dim).
+    """
+
+    z_dim: int
+    hidden: Sequence[int] = (128, 128)
+    action_scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, s: jax.Array, a: jax.Array,
+                 s_next: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = jnp.concatenate([s, a * self.action_scale, s_next - s], -1)
+        for width in self.hidden:
+            h = nn.gelu(nn.Dense(width)(h))
+        out = nn.Dense(2 * self.z_dim, kernel_init=nn.initializers.zeros)(h)
+        mean, log_var = jnp.split(out, 2, axis=-1)
+        return mean, log_var
+
+
+class ZPrior(nn.Module):
+    """Learned prior of the latent variable: ``p(z | s)``, a mixture of ``num_components``
+    diagonal Gaussians (a mixture density network).
+
+    Fitted to samples of the posterior ``q(z | s, a, s')`` so that planning draws z with
+    the frequencies the world showed in each state (e.g. a gust on a windy bridge, and
+    nothing elsewhere), modes included, which a single Gaussian cannot represent.
+
+    Shapes: s (..., D) -> logits (..., M), means (..., M, z_dim), log_stds (..., M, z_dim).
+    """
+
+    z_dim: int
+    num_components: int = 4
+    hidden: Sequence[int] = (128, 128)
+    min_log_std: float = -5.0
+    max_log_std: float = 2.0
+
+    @nn.compact
+    def __call__(self, s: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        m, z = self.num_components, self.z_dim
+        h = s
+        for width in self.hidden:
+            h = nn.gelu(nn.Dense(width)(h))
+        out = nn.Dense(m + 2 * m * z)(h)
+        logits = out[..., :m]
+        means = out[..., m:m + m * z].reshape(*s.shape[:-1], m, z)
+        log_stds = jnp.clip(out[..., m + m * z:].reshape(*s.shape[:-1], m, z),
+                            self.min_log_std, self.max_log_std)
+        return logits, means, log_stds

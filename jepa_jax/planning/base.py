@@ -16,6 +16,17 @@ shapes), is pure, jits once and vmaps over a batch of problems
 Each planner module (``gradient``, ``cem``, ``mppi``) provides ``DEFAULTS``, ``validate(cfg)``
 and ``optimize(cfg, objective, init_actions, key) -> (actions, cost_per_iter, extra_info)``,
 where ``objective(actions (H, A)) -> scalar`` already closes over the encoded start and goal.
+
+Planning under uncertainty: with a world model that has a latent variable
+(``world_model.z_dim > 0``), each ``plan`` call draws ``z_samples`` = K futures from the
+model's prior (K noise sequences; z_t is drawn from the prior at each predicted state s_t,
+so a learned prior ``p(z | s)`` gives each state its own spread), and the objective of an
+action sequence becomes a risk measure (``risk``: "mean", "cvar" at level ``cvar_alpha``,
+or "worst"; see :func:`jepa_jax.cost.risk_measure`) of the costs of the K sampled futures.
+The noise is drawn once per call and shared by every iterate and restart (common random
+numbers), so the objective is a deterministic function of the actions (differentiable but
+for a learned prior's choice of mixture component) and restarts compare fairly. With
+``z_dim == 0`` nothing of this is traced and ``z_samples`` must be 1.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import struct
 
-from jepa_jax.cost import CostFn
+from jepa_jax.cost import RISK_MEASURES, CostFn, risk_measure
 
 PLANNER_NAMES = ("cem", "gradient", "mppi")
 SHIFT_FILLS = ("repeat", "zero")
@@ -41,6 +52,9 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "action_bound": 2.45,  # norm-ball radius per step (PLDM's max_step); math.inf: unbounded
     "shift": 1,  # warm start = plan shifted by this many steps (= replanning period)
     "shift_fill": "repeat",  # "repeat" the last action or "zero" in the freed steps
+    "z_samples": 1,  # K futures sampled from the prior of z (world models with z_dim > 0)
+    "risk": "mean",  # how the K futures' costs become one: "mean", "cvar" or "worst"
+    "cvar_alpha": 0.25,  # CVaR level: the mean of the worst ceil(alpha * K) costs
 }
 
 Objective = Callable[[jax.Array], jax.Array]
@@ -48,7 +62,13 @@ Objective = Callable[[jax.Array], jax.Array]
 
 
 class WorldModelLike(Protocol):
-    """What planners use of a world model: pure functions of explicit ``params``, unbatched."""
+    """What planners use of a world model: pure functions of explicit ``params``, unbatched.
+
+    A world model with a latent variable also has ``z_dim > 0``, ``sample_noise(key,
+    shape) -> (*shape, noise_dim)`` and ``rollout_noise(params, s0, actions (H, A), noise
+    (H, noise_dim)) -> (H, D)``, a future sampled from its prior (see
+    ``jepa_jax.world_model.WorldModel``); without ``z_dim`` it counts as deterministic.
+    """
 
     def encode(self, params: Any, obs: jax.Array) -> jax.Array:
         """One observation (e.g. (H, W, C)) -> latent (D,)."""
@@ -98,19 +118,26 @@ def rollout(
       params: world-model parameters.
       s0: (D,) start latent.
       actions: (H, A).
-      z: optional latent variable passed to every ``predict`` call.
+      z: optional latent variable, (H, z_dim): ``z[t]`` drives the step from s_t.
 
     Returns:
       (H, D) predicted latents s_1..s_H (s_0 excluded).
     """
+    if z is None:
 
-    def step(s, a):
-        s_next = (
-            world_model.predict(params, s, a) if z is None else world_model.predict(params, s, a, z)
-        )
+        def step(s, a):
+            s_next = world_model.predict(params, s, a)
+            return s_next, s_next
+
+        _, states = jax.lax.scan(step, s0, actions)
+        return states
+
+    def step_z(s, inputs):
+        a, zt = inputs
+        s_next = world_model.predict(params, s, a, zt)
         return s_next, s_next
 
-    _, states = jax.lax.scan(step, s0, actions)
+    _, states = jax.lax.scan(step_z, s0, (actions, z))
     return states
 
 
@@ -186,16 +213,21 @@ class Planner:
           goal_obs: goal observation, same shape as ``obs``.
           key: PRNG key.
           state: ``PlannerState`` with actions (H, A), e.g. ``info["state"]`` of the last call.
-          z: optional latent variable for ``predict`` (hook, unused by default).
+          z: only for world models with a latent variable: the futures to plan against,
+            (K, H, z_dim) or (H, z_dim) (K = 1); None draws ``z_samples`` of them from the
+            prior with ``key``.
 
         Returns:
           ``(actions, info)``: actions (H, A) within the bound; info has ``cost_per_iter``
           (num_iters,) (cost of the current iterate before each update), ``final_cost`` (cost
           of the returned plan), ``states`` (H, D) its predicted latents, ``state`` (the next
           ``PlannerState``: the plan shifted by ``shift`` steps), plus planner-specific entries.
+          With a latent variable, ``states`` is the rollout at z = 0 (the prior's mean),
+          ``final_cost`` the risk measure over the samples, and ``sample_states`` (K, H, D)
+          and ``sample_costs`` (K,) are the sampled futures of the plan and their costs.
 
         Raises:
-          ValueError: at trace time, on mismatched shapes.
+          ValueError: at trace time, on mismatched shapes or a z the model cannot take.
         """
         cfg = self.config
         obs, goal_obs = jnp.asarray(obs), jnp.asarray(goal_obs)
@@ -207,6 +239,9 @@ class Planner:
                 f"state.actions must have shape (horizon={cfg.horizon}, A), got "
                 f"{init_actions.shape}; build it with init_state and vmap plan over batches"
             )
+        z_dim = getattr(self.world_model, "z_dim", 0)
+        if z_dim or z is not None:
+            return self._plan_z(params, obs, goal_obs, key, init_actions, z, z_dim)
         # Encoded once per call: the objective closes over the latents, never over obs.
         s0 = self.world_model.encode(params, obs)
         goal = self.world_model.encode(params, goal_obs)
@@ -222,6 +257,56 @@ class Planner:
             "cost_per_iter": cost_per_iter,
             "final_cost": self.cost_fn(states, actions, goal),
             "states": states,
+            "state": PlannerState(actions=shift_plan(actions, cfg.shift, cfg.shift_fill)),
+            **extra,
+        }
+        return actions, info
+
+
+    def _plan_z(self, params, obs, goal_obs, key, init_actions, z, z_dim):
+        """``plan`` for a world model with a latent variable: K sampled futures per plan."""
+        cfg = self.config
+        if not z_dim:
+            raise ValueError("z was given, but the world model has no latent variable "
+                             "(z_dim=0)")
+        wm = self.world_model
+        s0 = wm.encode(params, obs)
+        goal = wm.encode(params, goal_obs)
+        if z is None:  # K futures from the prior, drawn along each rollout
+            key, k_z = jax.random.split(key)
+            noise = wm.sample_noise(k_z, (cfg.z_samples, cfg.horizon))
+
+            def future(actions, n):
+                return wm.rollout_noise(params, s0, actions, n)
+        else:  # the given z sequences
+            noise = jnp.asarray(z)
+            if noise.ndim == 2:
+                noise = noise[None]
+            if noise.ndim != 3 or noise.shape[1:] != (cfg.horizon, z_dim):
+                raise ValueError(f"z must have shape (K, horizon={cfg.horizon}, z_dim={z_dim}) "
+                                 f"or (horizon, z_dim), got {tuple(noise.shape)}")
+
+            def future(actions, zk):
+                return rollout(wm, params, s0, actions, zk)
+
+        def sample_costs(actions):
+            states = jax.vmap(lambda n: future(actions, n))(noise)
+            costs = jax.vmap(lambda st: self.cost_fn(st, actions, goal))(states)
+            return costs, states
+
+        def objective(actions: jax.Array) -> jax.Array:
+            return risk_measure(sample_costs(actions)[0], cfg.risk, cfg.cvar_alpha)
+
+        actions, cost_per_iter, extra = self.optimize(cfg, objective, init_actions, key)
+        actions = clip_by_norm(actions, cfg.action_bound)
+        costs, sample_states = sample_costs(actions)
+        mean_states = rollout(wm, params, s0, actions, jnp.zeros((cfg.horizon, z_dim)))
+        info = {
+            "cost_per_iter": cost_per_iter,
+            "final_cost": risk_measure(costs, cfg.risk, cfg.cvar_alpha),
+            "states": mean_states,
+            "sample_states": sample_states,
+            "sample_costs": costs,
             "state": PlannerState(actions=shift_plan(actions, cfg.shift, cfg.shift_fill)),
             **extra,
         }
@@ -261,6 +346,10 @@ def make_planner(
     cfg = {**defaults, **values}
     _validate_common(cfg)
     module.validate(cfg)
+    z_dim = getattr(world_model, "z_dim", 0)
+    if cfg["z_samples"] > 1 and not z_dim:
+        raise ValueError(f"z_samples={cfg['z_samples']} needs a world model with a latent "
+                         f"variable; this one has z_dim=0 (use z_samples=1)")
     return Planner(
         name=name,
         world_model=world_model,
@@ -301,6 +390,11 @@ def _validate_common(cfg: dict[str, Any]) -> None:
     check_int(cfg, "shift", 0)
     check_float(cfg, "action_bound", strict=True)
     check_choice(cfg, "shift_fill", SHIFT_FILLS)
+    check_int(cfg, "z_samples", 1)
+    check_choice(cfg, "risk", RISK_MEASURES)
+    check_float(cfg, "cvar_alpha", minimum=0.0, strict=True)
+    if cfg["cvar_alpha"] > 1:
+        raise ValueError(f"cvar_alpha must be in (0, 1], got {cfg['cvar_alpha']!r}")
 
 
 def _module(name: str):

@@ -23,14 +23,14 @@ import numpy as np
 import optax
 from flax import struct
 
-from jepa_jax import diagnostics, parallel
+from jepa_jax import diagnostics, envs, parallel
 from jepa_jax.data import offline
-from jepa_jax.envs import two_rooms
+from jepa_jax.envs import two_rooms, windy_rooms
 from jepa_jax.training import checkpoint as ckpt_lib
 from jepa_jax.training import metrics as metrics_lib
 from jepa_jax.training import online as online_lib
 from jepa_jax.training import plots
-from jepa_jax.training.objective import get_objective
+from jepa_jax.training.objective import get_objective, infer_z, prior_nll
 from jepa_jax.world_model import WorldModel, make_world_model
 
 log = logging.getLogger(__name__)
@@ -55,15 +55,24 @@ class TrainState:
     online: Any = None
 
 
-def env_params_from_config(cfg: ml_collections.ConfigDict) -> two_rooms.EnvParams:
-    """``EnvParams`` from the config's ``env`` section (validated)."""
-    params = two_rooms.EnvParams(
+def env_params_from_config(cfg: ml_collections.ConfigDict):
+    """``EnvParams`` of the world ``cfg.name`` (default "two_rooms") from the config's
+    ``env`` section (validated)."""
+    name = cfg.get("name", "two_rooms")
+    envs.get_env(name)  # one-line error on an unknown name
+    common = dict(
         img_size=cfg.img_size, border=cfg.border, wall_half_width=cfg.wall_half_width,
         door_half_width=cfg.door_half_width, wall_x_range=tuple(cfg.wall_x_range),
         door_y_range=tuple(cfg.door_y_range), random_layout=cfg.random_layout,
         wall_x=cfg.wall_x, door_y=cfg.door_y, action_bound=cfg.action_bound,
         dot_std=cfg.dot_std, max_steps=cfg.max_steps)
-    two_rooms.validate_params(params)
+    if name == "windy_rooms":
+        params = windy_rooms.EnvParams(
+            **common, windy_door_y=cfg.windy_door_y, wind_half_length=cfg.wind_half_length,
+            pit_width=cfg.pit_width, gust=cfg.gust, gust_prob=cfg.gust_prob)
+    else:
+        params = two_rooms.EnvParams(**common)
+    envs.validate_params(params)
     return params
 
 
@@ -132,6 +141,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         if not ok:
             raise ValueError(msg)
     get_objective(config.loss.name)
+    z_dim = config.model.get("z_dim", 0)
+    if z_dim and "z_kl_coeff" not in config.loss:
+        raise ValueError(f"model.z_dim={z_dim} needs loss.z_kl_coeff (the weight of the KL "
+                         f"of z's posterior to the prior)")
+    if z_dim and not config.loss.z_kl_coeff >= 0:
+        raise ValueError(f"loss.z_kl_coeff must be >= 0, got {config.loss.z_kl_coeff}")
 
 
 class Experiment:
@@ -150,6 +165,12 @@ class Experiment:
     The mesh comes from the config's ``parallel`` section (default: every device on the
     ``data`` axis). The batch is split over that axis; train state and data set are
     replicated (or the state FSDP-split). With one device it is the same code.
+
+    With a latent variable (``model.z_dim > 0``) the second phase trains the posterior
+    ``q(z | s, a, s')`` along with the predictor, on the same cached latents, with the loss
+    ``MSE + (z_kl_coeff / sim_coeff) * KL`` (+ ``(z_prior_coeff / sim_coeff) * NLL`` of a
+    learned prior): the weights relative to the prediction error are those of the first
+    phase.
     """
 
     def __init__(self, config: ml_collections.ConfigDict):
@@ -195,13 +216,25 @@ class Experiment:
             self._data = parallel.put_replicated(local, self.mesh)
         return self._data
 
+    def phase2_params(self, params: Any) -> Any:
+        """What the predictor-only phase trains: the predictor (and z's posterior and
+        learned prior, if any)."""
+        if self.wm.z_dim:
+            return {k: params[k] for k in ("predictor", "posterior", "prior") if k in params}
+        return params["predictor"]
+
+    def _with_phase2_params(self, params: Any, trained: Any) -> Any:
+        if self.wm.z_dim:
+            return {**params, **trained}
+        return {**params, "predictor": trained}
+
     def _init_state(self) -> TrainState:
         params = self.wm.init(self.init_key)
         t = self.config.train
         rounds = t.get("online_rounds", 0)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=self.optimizer.init(params),
-                          pred_opt_state=self.pred_optimizer.init(params["predictor"]),
+                          pred_opt_state=self.pred_optimizer.init(self.phase2_params(params)),
                           rng=self.rng_key,
                           online=(online_lib.empty(rounds * t.online_trajectories,
                                                    self.config.data.length)
@@ -277,6 +310,8 @@ class Experiment:
         idx = jax.lax.with_sharding_constraint(idx, self.batch_sharding)
         z, acts = jax.lax.with_sharding_constraint((latents[idx], actions[idx]),
                                                    self.batch_sharding)
+        if self.wm.z_dim:
+            return self._predictor_z_update(state, z, acts)
 
         def loss_fn(pred_params):
             params = {**state.params, "predictor": pred_params}
@@ -289,6 +324,34 @@ class Experiment:
         params = {**state.params,
                   "predictor": optax.apply_updates(state.params["predictor"], updates)}
         aux = {"predictor_loss": loss, "grad_norm": optax.tree.norm(grads)}
+        return state.replace(step=state.step + 1, params=params,
+                             pred_opt_state=pred_opt_state), aux
+
+
+    def _predictor_z_update(self, state: TrainState, lat: jax.Array, acts: jax.Array):
+        """The predictor-only step of a latent-variable model: predictor and posterior."""
+        cfg = self.config
+        key = jax.random.fold_in(state.rng, state.step)
+        kl_coeff = cfg.loss.z_kl_coeff / cfg.loss.sim_coeff
+        prior_coeff = cfg.loss.get("z_prior_coeff", 1.0) / cfg.loss.sim_coeff
+        trained = self.phase2_params(state.params)
+
+        def loss_fn(trained):
+            params = self._with_phase2_params(state.params, trained)
+            zs, kl = infer_z(self.wm, params, lat, acts, key)
+            pred = self.wm.rollout(params, lat[:, 0], acts, zs)
+            mse = jnp.mean((pred - lat[:, 1:]) ** 2)
+            nll = (prior_nll(self.wm, params, lat[:, :-1], zs) if self.wm.prior_net is not None
+                   else jnp.zeros(()))
+            return mse + kl_coeff * kl + prior_coeff * nll, (mse, kl, nll)
+
+        (_, (mse, kl, nll)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
+        updates, pred_opt_state = self.pred_optimizer.update(grads, state.pred_opt_state,
+                                                             trained)
+        params = self._with_phase2_params(state.params, optax.apply_updates(trained, updates))
+        aux = {"predictor_loss": mse, "z_kl": kl, "grad_norm": optax.tree.norm(grads)}
+        if self.wm.prior_net is not None:
+            aux["z_prior_nll"] = nll
         return state.replace(step=state.step + 1, params=params,
                              pred_opt_state=pred_opt_state), aux
 
@@ -336,7 +399,7 @@ def run_diagnostics(exp: Experiment, params: Any, data: diagnostics.DiagnosticDa
     metrics, arrays = diagnostics.evaluate_world_model(exp.wm, params, data, exp.env)
     if workdir is not None:
         plots.save_probe_plot(workdir / "probe.png", arrays, metrics)
-        plots.save_rollout_plot(workdir / "rollouts.png", arrays, metrics)
+        plots.save_rollout_plot(workdir / "rollouts.png", arrays, metrics, env=exp.env)
     return metrics
 
 
@@ -465,7 +528,13 @@ def load_trained(workdir: str | Path, overrides=()) -> tuple[ml_collections.Conf
     config = ckpt_lib.load_config(workdir)
     _tuples(config)
     config.lock()
+    stored_model = config.model.to_dict()
     configs.apply_overrides(config, overrides)
+    for key, value in config.model.items():  # e.g. a z_dim that is not the checkpoint's
+        if value != stored_model.get(key):
+            raise ValueError(f"model.{key}={value!r} does not match the checkpoint in "
+                             f"{workdir} (model.{key}={stored_model.get(key)!r}); the model "
+                             f"section cannot be overridden")
     exp = Experiment(config)
     checkpointer = ckpt_lib.Checkpointer(workdir / "checkpoints", max_to_keep=10 ** 6)
     try:

@@ -75,6 +75,33 @@ def scale_prediction_gradient(emb: jax.Array, keypoint_dims: int, keypoint_scale
     return scale * emb + (1.0 - scale) * jax.lax.stop_gradient(emb)
 
 
+def infer_z(wm: WorldModel, params: Any, emb: jax.Array, actions: jax.Array,
+            key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Draws z for every transition of latent trajectories from the amortised posterior.
+
+    Args:
+      emb: (B, T, D) latents of the observed frames (their gradient is stopped: the
+        posterior reads the encoder's latents but does not shape them).
+      actions: (B, T-1, A).
+      key: PRNG key of the reparametrised draws.
+
+    Returns:
+      ``(z, kl)``: z (B, T-1, z_dim) and the mean over transitions of
+      :func:`jepa_jax.losses.gaussian_kl` (nats per transition).
+    """
+    emb = jax.lax.stop_gradient(emb)
+    z, mean, log_var = wm.sample_posterior(params, key, emb[:, :-1], actions, emb[:, 1:])
+    return z, jnp.mean(losses.gaussian_kl(mean, log_var))
+
+
+def prior_nll(wm: WorldModel, params: Any, s: jax.Array, z: jax.Array) -> jax.Array:
+    """Mean negative log-likelihood of posterior samples ``z`` (..., z_dim) under the learned
+    prior ``p(z | s)`` (..., D). Both inputs are stop-gradient: this only fits the prior to
+    what the posterior does, it does not pull the posterior or the encoder towards it."""
+    logits, means, log_stds = wm.prior(params, jax.lax.stop_gradient(s))
+    return jnp.mean(losses.mixture_nll(jax.lax.stop_gradient(z), logits, means, log_stds))
+
+
 @register_objective("jepa")
 def jepa_objective(wm: WorldModel, params: Any, batch: Batch, key: jax.Array,
                    cfg: ml_collections.ConfigDict) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -94,15 +121,32 @@ def jepa_objective(wm: WorldModel, params: Any, batch: Batch, key: jax.Array,
       together with the variance across the batch it makes those dimensions encode what
       differs between episodes but not within one, i.e. the layout that the dynamics
       depend on.
+
+    With a latent variable (``model.z_dim > 0``) the rollout is driven by z drawn from the
+    amortised posterior ``q(z | s_t, a_t, s_{t+1})`` of the observed latents (see
+    :func:`infer_z`), and ``z_kl_coeff * KL(q || N(0, I))`` (mean nats per transition) is
+    added: the model explains with z only what is worth its information cost. With
+    ``z_dim == 0`` none of this is traced. With a learned prior (``model.z_prior=
+    "mixture"``), ``z_prior_coeff`` times :func:`prior_nll` fits it to the posterior's
+    samples.
     """
     emb = wm.encode(params, batch.obs)  # (B, T, D)
     emb_pred = scale_prediction_gradient(emb, wm.keypoint_dims, cfg.pred_grad_scale_keypoints,
                                          cfg.pred_grad_scale_global)
-    pred = wm.rollout(params, emb_pred[:, 0], batch.actions)  # (B, T-1, D)
+    z = kl = None
+    if wm.z_dim:
+        z, kl = infer_z(wm, params, emb, batch.actions, jax.random.fold_in(key, 1))
+    pred = wm.rollout(params, emb_pred[:, 0], batch.actions, z)  # (B, T-1, D)
     loss, aux = losses.jepa_multistep_loss(
         pred, emb_pred, sim_coeff=cfg.sim_coeff, std_coeff=cfg.std_coeff, cov_coeff=cfg.cov_coeff,
         regularizer=cfg.regularizer, sigreg_key=key, sigreg_coeff=cfg.sigreg_coeff,
         num_projections=cfg.num_projections)
+    if wm.z_dim:
+        aux["z_kl"] = kl
+        loss = loss + cfg.z_kl_coeff * kl
+    if wm.prior_net is not None:
+        aux["z_prior_nll"] = prior_nll(wm, params, emb[:, :-1], z)
+        loss = loss + cfg.get("z_prior_coeff", 1.0) * aux["z_prior_nll"]
     if cfg.idm_coeff:
         act = wm.inverse_dynamics(params, emb[:, :-1], emb[:, 1:])
         aux["inverse_dynamics"] = losses.inverse_dynamics_loss(act, batch.actions)

@@ -39,8 +39,34 @@ def _draw_walls(ax, wall_x: float, door_y: float, size: int = 65, half_w: float 
     ax.fill_between([wall_x - half_w, wall_x + half_w], door_y + door_half, hi, color="k")
 
 
+def draw_layout(ax, wall_x: float, door_y: float, env: Any = None) -> None:
+    """Walls of Two-Rooms, or of Windy Two-Rooms (two doors, pits hatched) for its params."""
+    from jepa_jax import envs
+
+    if env is None or not envs.is_stochastic(env):
+        _draw_walls(ax, wall_x, door_y)
+        return
+    hi = env.img_size - 1 - env.border
+    lo = env.border
+    ax.plot([lo, hi, hi, lo, lo], [lo, lo, hi, hi, lo], "k-", lw=1)
+    edges = sorted([(door_y - env.door_half_width, door_y + env.door_half_width),
+                    (env.windy_door_y - env.door_half_width,
+                     env.windy_door_y + env.door_half_width)])
+    y = lo
+    hw = env.wall_half_width
+    for d0, d1 in edges + [(hi, hi)]:
+        ax.fill_between([wall_x - hw, wall_x + hw], y, d0, color="k")
+        y = d1
+    wl, dh, pw = env.wind_half_length, env.door_half_width, env.pit_width
+    for y0 in (env.windy_door_y - dh - pw, env.windy_door_y + dh):
+        ax.fill_between([wall_x - wl, wall_x + wl], y0, y0 + pw, color="0.6", alpha=0.6,
+                        hatch="xx", lw=0)
+    ax.fill_between([wall_x - wl, wall_x + wl], env.windy_door_y - dh, env.windy_door_y + dh,
+                    color="c", alpha=0.15, lw=0)
+
+
 def save_rollout_plot(path: Path, arrays: dict[str, Any], metrics: dict[str, float],
-                      num: int = 4) -> None:
+                      num: int = 4, env: Any = None) -> None:
     """Predicted (probed) versus true open-loop rollouts, and wall-push rollouts."""
     fig, axes = plt.subplots(2, num, figsize=(3 * num, 6))
     pos, pred = arrays["pos"], arrays["pred_pos"]
@@ -59,7 +85,7 @@ def save_rollout_plot(path: Path, arrays: dict[str, Any], metrics: dict[str, flo
     start, layout, wall = arrays["wall_start"], arrays["wall_layout"], arrays["wall_pos"]
     for i in range(num):
         ax = axes[1, i]
-        _draw_walls(ax, layout[i, 0], layout[i, 1])
+        draw_layout(ax, layout[i, 0], layout[i, 1], env)
         ax.plot(start[i, 0], start[i, 1], "ko")
         ax.plot(wall[i, :, 0], wall[i, :, 1], "r.-")
         ax.set_xlim(0, 64)

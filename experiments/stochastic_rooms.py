@@ -1,0 +1,116 @@
+r"""Windy Two-Rooms: a world model with a latent variable z, and planning that accounts for it.
+
+Run:
+  python -m jepa_jax.train --config experiments/stochastic_rooms.py --workdir runs/windy_z
+  python -m jepa_jax.evaluate --workdir runs/windy_z --planner gradient
+Presets (``--config experiments/stochastic_rooms.py:<preset>``):
+  default        z model (z_dim 2) on Windy Two-Rooms; trains in under 10 minutes on 2 CPU cores
+  deterministic  the same world, data, networks and schedule with z_dim 0 (the baseline)
+  tiny           seconds; for tests and smoke runs (z model)
+The world (jepa_jax/envs/windy_rooms.py) has a calm door and a windy one over a chasm;
+a gust on the windy bridge throws the agent into a pit with probability 2 * gust_prob per
+step. Planning samples K = planning.gradient.z_samples futures from z's prior and
+minimises the risk measure planning.gradient.risk ("mean" | "cvar" | "worst") of their
+costs. Measured comparison: python benchmarks/latent_z.py.
+"""
+
+import ml_collections
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+    preset = preset or "default"
+    c = ml_collections.ConfigDict()
+    c.preset = preset
+    c.seed = 0
+
+    # Windy Two-Rooms (see jepa_jax/envs/windy_rooms.py): fixed layout, calm door at y=48,
+    # windy door at y=16; gusts of 6 px (wider than the 4 px half-door) with probability
+    # 0.1 each way per step on the 13 px bridge.
+    c.env = ml_collections.ConfigDict(dict(
+        name="windy_rooms", img_size=65, border=4.0, wall_half_width=1.0, door_half_width=4.0,
+        wall_x_range=(24.0, 40.0), door_y_range=(38.0, 54.0), random_layout=False,
+        wall_x=32.0, door_y=48.0, windy_door_y=16.0, wind_half_length=6.0, pit_width=6.0,
+        gust=6.0, gust_prob=0.1, action_bound=2.45, dot_std=1.3, max_steps=200))
+
+    # As for Two-Rooms; door-crossing starts pick either door at random.
+    c.data = ml_collections.ConfigDict(dict(
+        num_trajectories=20000, length=17, step_mean=1.2, step_std=0.4, step_min=0.2,
+        step_max=2.45, angle_noise=0.2, cross_wall_rate=0.3, wall_seek_rate=0.3))
+
+    c.model = ml_collections.ConfigDict(dict(
+        encoder="conv", stem_factor=4, channels=(32,), num_keypoints=1, global_dim=32,
+        keypoint_scale=8.0, keypoint_channels=(0,), keypoint_kernel=1,
+        keypoint_init_temperature=0.02, layout_keypoints=0, latent_dim=0,
+        mlp_hidden=(128, 128),
+        predictor_hidden=(256, 256, 256), action_scale=0.5, z_dim=2,
+        posterior_hidden=(128, 128), z_prior="mixture", prior_components=4,
+        prior_hidden=(128, 128), inverse_dynamics_hidden=(128,)))
+
+    # z_kl_coeff weighs the KL of z's posterior to N(0, I) (nats per transition) against
+    # sim_coeff * the prediction MSE; z_prior_coeff the fit of the learned prior p(z|s) to
+    # posterior samples (stop-gradient: it changes nothing else). The predictor-only phase
+    # keeps the same ratios.
+    c.loss = ml_collections.ConfigDict(dict(
+        name="jepa", sim_coeff=340.0, std_coeff=10.0, cov_coeff=1.0, regularizer="vicreg",
+        sigreg_coeff=1.0, num_projections=256, idm_coeff=50.0, smoothness_coeff=10.0,
+        straightness_coeff=0.0, temporal_std_coeff=1.0,
+        pred_grad_scale_keypoints=0.05, pred_grad_scale_global=1.0, z_kl_coeff=1.0,
+        z_prior_coeff=1.0))
+
+    c.train = ml_collections.ConfigDict(dict(
+        batch_size=64, num_steps=1200, learning_rate=3e-3, warmup_steps=100,
+        final_lr_fraction=0.01, weight_decay=1e-5, grad_clip=1.0, log_every=50,
+        eval_every=1200, checkpoint_every=200, max_to_keep=3, collapse_std_threshold=1e-3,
+        predictor_steps=4000, predictor_batch_size=256, predictor_learning_rate=2e-3))
+
+    c.diagnostics = ml_collections.ConfigDict(dict(
+        seed=12345, num_probe=512, num_heldout=256, num_wall=256))
+
+    # Closed-loop planning: PLDM's protocol (opposite rooms, 200 steps, within 1.41 px).
+    c.planning = ml_collections.ConfigDict(dict(
+        episodes=100, env_steps=200, replan_every=4, seed=2024, batch_size=100,
+        start_goal_margin=2.6))
+    c.planning.cost = ml_collections.ConfigDict(dict(
+        goal_weight=1.0, goal_mode="dense", goal_discount=0.9, action_weight=0.0))
+    c.planning.gradient = ml_collections.ConfigDict(dict(
+        horizon=40, num_iters=20, num_restarts=8, optimizer="adam", learning_rate=0.3,
+        bound_mode="project", action_noise=0.0, restart_init="segments", restart_std=2.0,
+        z_samples=8, risk="mean", cvar_alpha=0.25))
+    c.planning.cem = ml_collections.ConfigDict(dict(
+        horizon=90, num_samples=200, num_elites=20, num_iters=20, init_std=1.0,
+        z_samples=1, risk="mean", cvar_alpha=0.25))
+    c.planning.mppi = ml_collections.ConfigDict(dict(
+        horizon=90, num_samples=200, num_iters=20, temperature=0.01, noise_std=1.0,
+        z_samples=1, risk="mean", cvar_alpha=0.25))
+
+    if preset == "deterministic":
+        c.model.z_dim = 0
+        c.planning.gradient.z_samples = 1
+    elif preset == "tiny":
+        c.data.num_trajectories = 256
+        c.model.channels = (8,)
+        c.model.global_dim = 8
+        c.model.predictor_hidden = (64, 64)
+        c.model.posterior_hidden = (32,)
+        c.model.prior_hidden = (32,)
+        c.model.inverse_dynamics_hidden = (32,)
+        c.loss.sim_coeff = 100.0
+        c.train.batch_size = 16
+        c.train.num_steps = 60
+        c.train.warmup_steps = 10
+        c.train.log_every = 10
+        c.train.eval_every = 0
+        c.train.checkpoint_every = 20
+        c.train.predictor_steps = 20
+        c.train.predictor_batch_size = 32
+        c.diagnostics.num_probe = 64
+        c.diagnostics.num_heldout = 32
+        c.diagnostics.num_wall = 32
+        c.planning.episodes = 4
+        c.planning.env_steps = 16
+        c.planning.gradient.update(horizon=8, num_iters=5, num_restarts=2, z_samples=3)
+        c.planning.cem.update(horizon=8, num_samples=16, num_elites=4, num_iters=3)
+        c.planning.mppi.update(horizon=8, num_samples=16, num_iters=3)
+    elif preset != "default":
+        raise ValueError(f"unknown preset {preset!r}; expected default, deterministic or tiny")
+    return c
