@@ -219,6 +219,7 @@ CONFIGURATOR_DEFAULTS: dict[str, Any] = {
     "use_critic": False,  # add the critic's terminal value to Mode-2's cost
     "critic_weight": 1.0,
     "critic_goal_weight": 0.0,  # dense goal term kept beside the critic (0: reach + critic)
+    "critic_action_weight": 0.0,  # action energy beside the critic (picks smooth plans)
     "warm_start": "auto",  # "auto": shifted plan while in Mode-2, policy rollout on entry
     "constraint_weight": 100.0,
     "constraint_margin": 1.5,  # px
@@ -331,7 +332,8 @@ def configure(task: Mapping[str, Any] | TaskSpec | None, cfg: Mapping[str, Any] 
     # Cost terms: the goal (dense squared distance, or reach + critic), then constraints.
     if s["use_critic"]:
         cost = cost_config(critic, pcfg["horizon"], weight=s["critic_weight"],
-                           goal_weight=s["critic_goal_weight"])
+                           goal_weight=s["critic_goal_weight"],
+                           action_weight=s["critic_action_weight"])
     else:
         cost = dict(_to_dict(planning_d.get("cost")) or {"goal_weight": 1.0,
                                                           "goal_mode": "dense"})
@@ -345,7 +347,8 @@ def configure(task: Mapping[str, Any] | TaskSpec | None, cfg: Mapping[str, Any] 
     mode = s["mode"]
     settings = {k: s[k] for k in CONFIGURATOR_DEFAULTS
                 if k not in ("mode", "planner", "horizon", "use_critic", "critic_weight",
-                             "critic_goal_weight", "constraint_weight", "constraint_margin")}
+                             "critic_goal_weight", "critic_action_weight",
+                             "constraint_weight", "constraint_margin")}
     make_planner(s["planner"], _LatentModel(None), lambda *a: 0.0, pcfg)  # validates
     return Configuration(task=spec, mode=mode, cost=cost, planner=s["planner"],
                          planner_config=pcfg, use_critic=bool(s["use_critic"]),
@@ -367,8 +370,10 @@ class AgentState:
       plan_age: () int32 steps since the plan was made.
       in_mode2: () bool, following plans until one agrees with Mode-1.
       since_check: () int32 steps since the last plan.
-      prev_state: (D,) last step's latent. prev_action: (A,) last step's action.
-      pred_state: (D,) the world model's prediction of this step's latent.
+      prev_state: (D,) last step's latent. prev_action: (A,) the action the actor chose
+        there (before exploration noise; what memory records).
+      pred_state: (D,) the world model's prediction of this step's latent, from the action
+        executed (computed in "auto" mode only, where surprise is used).
       has_prev: () bool, False at the first step.
       t: () int32 step counter.
     """
@@ -546,8 +551,9 @@ class Agent:
         plan = jnp.where(planned, plan, state.plan)
         plan_age = jnp.where(planned, 0, state.plan_age)
         mode2 = ctx["mode2"]
-        action = jnp.where(mode2, plan[0], ctx["a1"])
-        if cfg.action_noise > 0:
+        intended = jnp.where(mode2, plan[0], ctx["a1"])
+        action = intended
+        if cfg.action_noise > 0:  # exploration: executed, not remembered as the choice
             action = action + cfg.action_noise * jax.random.normal(key, action.shape)
             action = two_rooms.clip_action(action, cfg.planner_config["action_bound"])
         disagreement = jnp.linalg.norm(ctx["a1"] - plan[0])
@@ -561,8 +567,9 @@ class Agent:
         new_state = state.replace(
             memory=ctx["memory"], plan=shift_plan(plan, 1, "zero"), plan_age=plan_age + 1,
             in_mode2=in_mode2, since_check=jnp.where(planned, 0, state.since_check + 1),
-            prev_state=s, prev_action=action,
-            pred_state=self.wm.predict(params["world_model"], s, action),
+            prev_state=s, prev_action=intended,
+            pred_state=(self.wm.predict(params["world_model"], s, action)
+                        if cfg.mode == "auto" else state.pred_state),
             has_prev=jnp.ones((), bool), t=state.t + 1)
         info = {"mode2": mode2, "planned": planned, "surprise": ctx["surprise"],
                 "stuck": ctx["stuck"], "violation": ctx["violation"],
@@ -738,20 +745,42 @@ def run_episodes(agent: Agent, params: Any, env: two_rooms.EnvParams, env_steps:
 def time_per_action(agent: Agent, params: Any, env: two_rooms.EnvParams, env_steps: int,
                     start, goal, layout, task: TaskParams | None = None,
                     repeats: int = 3) -> dict[str, float]:
-    """Milliseconds per action of one unbatched episode (``agent.step`` under ``lax.scan``,
-    where ``lax.cond`` really skips Mode-2 on Mode-1 steps), compilation excluded."""
+    """Milliseconds per action of one unbatched, compiled episode (``agent.step`` under
+    ``lax.scan``, where ``lax.cond`` really skips Mode-2 on Mode-1 steps).
+
+    ``ms_per_action`` is the agent's own compute: the episode's time minus that of the same
+    scan with the environment alone (rendering and stepping, with a zero action), which
+    ``ms_per_env_step`` reports. Medians over ``repeats``; compilation excluded.
+    """
     task = task if task is not None else empty_task_params()
     fn = jax.jit(make_episode_fn(agent, env, env_steps))
-    out = fn(params, start, goal, layout, task, jax.random.key(0))
-    jax.block_until_ready(out)
-    times = []
-    for i in range(repeats):
-        t = time.perf_counter()
-        out = fn(params, start, goal, layout, task, jax.random.key(i + 1))
+
+    def env_only(start, layout, key):
+        def body(pos, k):
+            obs = _render(pos, layout, env)
+            pos = two_rooms.transition(pos, jnp.zeros(2) * jnp.sum(obs[0, 0]), layout[0],
+                                       layout[1], env)
+            return pos, pos
+        return jax.lax.scan(body, start, jax.random.split(key, env_steps))[1]
+
+    env_fn = jax.jit(env_only)
+
+    def timed(f, *args):
+        out = f(*args, jax.random.key(0))
         jax.block_until_ready(out)
-        times.append(time.perf_counter() - t)
+        times = []
+        for i in range(repeats):
+            t = time.perf_counter()
+            out = f(*args, jax.random.key(i + 1))
+            jax.block_until_ready(out)
+            times.append(time.perf_counter() - t)
+        return float(np.median(times)), out
+
+    total, out = timed(fn, params, start, goal, layout, task)
+    env_t, _ = timed(env_fn, start, layout)
     infos = out[1]
-    return {"ms_per_action": 1e3 * float(np.median(times)) / env_steps,
+    return {"ms_per_action": 1e3 * max(total - env_t, 0.0) / env_steps,
+            "ms_per_env_step": 1e3 * env_t / env_steps,
             "timed_mode2_share": float(np.mean(np.asarray(infos["mode2"]))),
             "timed_plans_per_episode": float(np.sum(np.asarray(infos["planned"])))}
 

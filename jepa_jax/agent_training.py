@@ -223,10 +223,16 @@ def train_critic_stage(config, exp, wm_params, mods: AgentModules, key: jax.Arra
     return {"rounds": rounds}
 
 
-def _demos_from_states(states: agent_lib.AgentState) -> policy_lib.Demonstrations:
+def _demos_from_states(states: agent_lib.AgentState, goal_fraction: float = 1.0,
+                       seed: int = 0) -> policy_lib.Demonstrations:
+    """The (state, goal, action) entries of a batch of memories. Entries whose next state is
+    at the goal (intrinsic cost < 0.1: the agent waiting there after success) are kept with
+    probability ``goal_fraction``, so that they do not swamp the states on the way."""
     mem = states.memory
     valid = np.asarray(mem.valid).reshape(-1)
-    idx = np.flatnonzero(valid)
+    at_goal = np.asarray(mem.cost).reshape(-1) < 0.1
+    keep = np.random.default_rng(seed).random(valid.shape) < goal_fraction
+    idx = np.flatnonzero(valid & (~at_goal | keep))
     d = mem.state.shape[-1]
     return policy_lib.Demonstrations(
         state=jnp.asarray(np.asarray(mem.state).reshape(-1, d)[idx]),
@@ -237,7 +243,8 @@ def _demos_from_states(states: agent_lib.AgentState) -> policy_lib.Demonstration
 def label_states(agent: agent_lib.Agent, params: Any, s: jax.Array, g: jax.Array,
                  key: jax.Array, chunk: int = 256) -> jax.Array:
     """Mode-2's first action at each latent ``s`` (N, D) toward ``g`` (N, D), planning from
-    scratch (zero warm start), vmapped in chunks. Returns (N, A)."""
+    scratch (a zero warm start, or the policy's rollout if ``agent`` warm-starts from its
+    policy), vmapped in chunks. Returns (N, A)."""
     h = agent.config.horizon
     n = s.shape[0]
 
@@ -270,18 +277,26 @@ def train_policy_stage(config, exp, wm_params, mods: AgentModules, key: jax.Arra
     params = policy.init(jax.random.fold_in(key, 0))
     teacher = build_agent(config, exp, mods, None, mode="mode2",
                           memory_size=_memory_size(config), warm_start="shift")
+    # DART: the teacher's executed actions are perturbed, so the demonstrations include
+    # recoveries from off-course states; memory keeps the teacher's intended actions.
+    noisy_teacher = build_agent(config, exp, mods, None, mode="mode2",
+                                memory_size=_memory_size(config), warm_start="shift",
+                                action_noise=c.teacher_noise)
     t0 = time.perf_counter()
     eps = training_episodes(config, exp, c.teacher_episodes, stream=200)
-    pos, _, states, secs = collect(teacher, mods.params(wm_params), config, exp, eps,
+    pos, _, states, secs = collect(noisy_teacher, mods.params(wm_params), config, exp, eps,
                                    jax.random.fold_in(key, 1))
-    demos = _demos_from_states(states)
+    demos = _demos_from_states(states, c.goal_fraction)
     teacher_success = float(evaluation.score(pos, eps)["success_rate"])
     log(f"Mode-1: {c.teacher_episodes} Mode-2 teacher episodes (success "
         f"{teacher_success:.0%}, {secs:.0f} s), {demos.size} demonstrations")
     params, m = policy_lib.train_policy(policy, params, demos, c, jax.random.fold_in(key, 2))
     rounds = [{"round": 0, "teacher_success": teacher_success, "teacher_seconds": secs,
                "num_demos": demos.size, **m}]
-    for r in range(c.dagger_rounds):
+    # DAgger's iterates do not improve monotonically with few rounds: each is run alone on
+    # training tasks anyway (to collect the states to relabel), and the best one is kept.
+    best = (-1.0, params, 0)
+    for r in range(c.dagger_rounds + 1):
         mods.policy, mods.policy_params = policy, params
         t1 = time.perf_counter()
         mode1 = build_agent(config, exp, mods, None, mode="mode1",
@@ -290,21 +305,32 @@ def train_policy_stage(config, exp, wm_params, mods: AgentModules, key: jax.Arra
         pos, _, states, _ = collect(mode1, mods.params(wm_params), config, exp, eps,
                                     jax.random.fold_in(key, 10 + r))
         mode1_success = float(evaluation.score(pos, eps)["success_rate"])
-        visited = _demos_from_states(states)
+        rounds[-1]["mode1_success_after"] = mode1_success
+        if mode1_success > best[0]:
+            best = (mode1_success, params, r)
+        if r == c.dagger_rounds:
+            break
+        visited = _demos_from_states(states, c.goal_fraction, seed=r + 1)
         pick = jax.random.choice(jax.random.fold_in(key, 20 + r), visited.size,
                                  (min(c.dagger_labels, visited.size),), replace=False)
         s, g = visited.state[pick], visited.goal[pick]
-        labels = label_states(teacher, mods.params(wm_params), s, g,
+        labeler = teacher
+        if c.label_warm_start == "policy":  # the teacher refines the student's own rollout
+            labeler = build_agent(config, exp, mods, None, mode="mode2", warm_start="policy",
+                                  memory_size=_memory_size(config))
+        labels = label_states(labeler, mods.params(wm_params), s, g,
                               jax.random.fold_in(key, 30 + r))
         demos = policy_lib.concat_demos([demos, policy_lib.Demonstrations(s, g, labels)])
         params, m = policy_lib.train_policy(policy, params, demos, c,
                                             jax.random.fold_in(key, 40 + r))
-        rounds.append({"round": r + 1, "mode1_success_before": mode1_success,
-                       "num_demos": demos.size, "seconds": time.perf_counter() - t1, **m})
-        log(f"Mode-1 DAgger round {r + 1}: policy alone {mode1_success:.0%} on training "
-            f"tasks; relabelled {s.shape[0]} visited states; {demos.size} demonstrations")
-    mods.policy, mods.policy_params = policy, params
-    return {"rounds": rounds, "seconds": time.perf_counter() - t0}
+        rounds.append({"round": r + 1, "num_demos": demos.size,
+                       "seconds": time.perf_counter() - t1, **m})
+        log(f"Mode-1 after {r} DAgger rounds: {mode1_success:.0%} alone on training tasks; "
+            f"relabelled {s.shape[0]} visited states; now {demos.size} demonstrations")
+    mods.policy, mods.policy_params = policy, best[1]
+    log(f"Mode-1: kept the policy of round {best[2]} ({best[0]:.0%} alone on training tasks)")
+    return {"rounds": rounds, "kept_round": best[2], "kept_training_success": best[0],
+            "seconds": time.perf_counter() - t0}
 
 
 def train_agent(workdir: str | Path, overrides: Sequence[str] = (),

@@ -130,16 +130,19 @@ def validate(c: Mapping[str, Any]) -> None:
 
 
 def cost_config(critic: Critic, horizon: int, weight: float = 1.0,
-                goal_weight: float = 0.0) -> dict[str, Any]:
+                goal_weight: float = 0.0, action_weight: float = 0.0) -> dict[str, Any]:
     """Cost weights for planning with the critic (``make_cost`` keys).
 
     ``reach_cost`` over the H planned states with the critic's discount, plus
     ``weight * gamma^H * V(s_H, g)``: with ``weight=1`` this is the critic's own estimate of a
     plan's total cost. ``goal_weight`` optionally keeps the dense squared-distance term.
+    ``action_weight`` adds ``mean_t |a_t|^2``: far from the goal the reach cost is flat, so
+    every path to the same end state costs the same; a small energy term picks the smooth one
+    among them, which makes the plan's first action well defined (Mode-1 learns from it).
     """
     return {"goal_weight": float(goal_weight), "goal_mode": "dense",
             "reach_weight": 1.0, "reach_scale": critic.reach_scale,
-            "reach_discount": critic.gamma,
+            "reach_discount": critic.gamma, "action_weight": float(action_weight),
             "critic_weight": float(weight) * critic.gamma ** horizon}
 
 

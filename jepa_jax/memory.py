@@ -37,7 +37,8 @@ class Memory:
 
     Attributes:
       state: (N, D) latent states (the keys).
-      action: (N, A) actions taken in them.
+      action: (N, A) actions chosen in them (the agent records its actor's choice, before
+        any exploration noise).
       cost: (N,) intrinsic cost of the state each action led to.
       next_state: (N, D) the latent the action led to.
       goal: (N, D) the goal latent of the episode.

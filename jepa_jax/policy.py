@@ -149,7 +149,8 @@ def train_policy(policy: Policy, params: Any, demos: Demonstrations,
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def _fit(policy, lr, num, batch, params, demos, key):
-    tx = optax.adam(lr)
+    # Cosine decay to 5%: the last updates average over the minibatch noise of the labels.
+    tx = optax.adam(optax.cosine_decay_schedule(lr, num, alpha=0.05))
 
     def step(carry, k):
         p, o = carry
