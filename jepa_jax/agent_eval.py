@@ -40,8 +40,7 @@ def make_task_episodes(name: str, key: jax.Array, num: int, env: two_rooms.EnvPa
                        margin: float = 2.6, min_dist: float = 16.0
                        ) -> tuple[evaluation.Episodes, agent_lib.TaskParams]:
     """``num`` problems of task family ``name`` and their geometry (``TaskParams``)."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}")
+    _check_task(name)
     if name == "reach":
         eps = evaluation.make_episodes(key, num, env, margin=margin)
         return eps, agent_lib.empty_task_params((num,))
@@ -99,6 +98,7 @@ def run_task(config, exp, wm_params, mods: agent_training.AgentModules, name: st
     """Builds the agent for task family ``name`` (configurator ``overrides``), runs
     ``episodes`` problems from ``seed`` and scores them; with ``timing``, also the ms per
     action of one unbatched episode."""
+    _check_task(name)
     agent = agent_training.build_agent(config, exp, mods, TASKS[name], **overrides)
     key = jax.random.key(seed)
     eps, task = make_task_episodes(name, key, episodes, exp.env,
@@ -128,6 +128,7 @@ def evaluate_agent(workdir: str | Path, task: str = "reach", *, episodes: int | 
                    ) -> dict[str, Any]:
     """Evaluates the agent trained in ``workdir/agent``; writes ``eval_agent.json`` (task
     ``reach``) or ``eval_agent_<task>.json``."""
+    _check_task(task)
     config, exp, wm_params = agent_training.load_context(workdir, overrides)
     n = episodes if episodes is not None else config.planning.episodes
     if n < 1:
@@ -147,6 +148,11 @@ def evaluate_agent(workdir: str | Path, task: str = "reach", *, episodes: int | 
         name = "eval_agent.json" if task == "reach" else f"eval_agent_{task}.json"
         Path(workdir, name).write_text(json.dumps(result, indent=2, default=_json))
     return result
+
+
+def _check_task(name: str) -> None:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}")
 
 
 def _json(x):
