@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="episode seed")
     parser.add_argument("--task", default="reach",
                         help="agent only: reach (default), avoid or stay_in")
+    parser.add_argument("--critic-weight", type=float, default=0.0,
+                        help="gradient|cem|mppi: add the critic of W/agent to the cost as a "
+                             "terminal value with this weight (writes eval_<planner>_critic.json)")
     args, overrides = parser.parse_known_args(argv)
     if args.planner not in PLANNERS:
         print(f"error: unknown planner {args.planner!r}; expected one of "
@@ -51,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = evaluate_workdir(args.workdir, args.planner, episodes=args.episodes,
-                                  seed=args.seed, overrides=overrides)
+                                  seed=args.seed, overrides=overrides,
+                                  critic_weight=args.critic_weight)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -241,6 +241,35 @@ class TestCritic:
                                    intrinsic, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["gradient", "cem", "mppi"])
+def test_every_planner_plans_with_the_critic(name):
+    from jepa_jax.planning import make_planner
+
+    critic = cr.make_critic({"hidden": (8,), "gamma": 0.9}, D, 0.5)
+    cparams = critic.init(jax.random.key(0))
+    cost_fn = make_cost(cr.cost_config(critic, horizon=4), critic_fn=critic.critic_fn(cparams))
+    small = {"gradient": {"num_iters": 3, "num_restarts": 2},
+             "cem": {"num_iters": 2, "num_samples": 8, "num_elites": 2},
+             "mppi": {"num_iters": 2, "num_samples": 8}}[name]
+    planner = make_planner(name, ag._LatentModel(_ToyModel()), cost_fn,
+                           {"horizon": 4, **small})
+    s0, g = jnp.zeros(D), jnp.ones(D)
+    actions, info = jax.jit(planner.plan)(None, s0, g, jax.random.key(1),
+                                          planner.init_state(A))
+    assert actions.shape == (4, A)
+    np.testing.assert_allclose(info["final_cost"],
+                               cost_fn(info["states"], actions, g), rtol=1e-5)
+
+
+class _ToyModel:
+    """s' = s + [a, 0]: a latent world model for planner tests."""
+
+    latent_dim = D
+
+    def predict(self, params, s, a, z=None):
+        return s + jnp.concatenate([a, jnp.zeros(D - A)])
+
+
 # ----------------------------------------------------------------------------- policy
 
 

@@ -52,6 +52,13 @@ def test_evaluate_agent_cli_writes_json(workdir, capsys):
     assert saved["mode2_share"] == 1.0 and "violation_rate" in saved
 
 
+def test_planner_cli_uses_the_critic(workdir):
+    assert evaluate.main(["--workdir", str(workdir), "--planner", "cem", "--episodes", "1",
+                          "--critic-weight", "1.0"]) == 0
+    saved = json.loads((workdir / "eval_cem_critic.json").read_text())
+    assert saved["budget"]["critic_weight"] == 1.0
+
+
 def test_one_line_errors(workdir, tmp_path, capsys):
     assert evaluate.main(["--workdir", str(workdir), "--planner", "agent",
                           "--task", "fly"]) == 1
