@@ -88,6 +88,34 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.planning.mppi = ml_collections.ConfigDict(dict(
         horizon=90, num_samples=200, num_iters=20, temperature=0.01, noise_std=1.0))
 
+    # The agent (jepa_jax/agent.py): python -m jepa_jax.train_agent --workdir W fits its
+    # modules on a trained world model; python -m jepa_jax.evaluate --workdir W --planner agent
+    # runs it. Distances in latent space are in units of the data's median one-step latent
+    # move^2 ("step scale"); the critic's per-step cost is 1 - exp(-|s - g|^2 / reach_scale)
+    # with reach_scale = reach_sigma^2 * step scale.
+    c.agent = ml_collections.ConfigDict(dict(seed=7, probe_trajectories=512, reach_sigma=2.0))
+    # Configurator: Mode-2's planner and cost, and when to use Mode-2 (see jepa_jax/agent.py).
+    # Mode-2 is gradient MPC at horizon 8 with the critic's terminal value (cost = reach +
+    # critic), replanning every 2 steps; planning.gradient gives its other settings.
+    c.agent.configurator = ml_collections.ConfigDict(dict(
+        mode="auto", planner="gradient", horizon=8, replan_every=2, use_critic=True,
+        critic_weight=1.0, critic_goal_weight=0.0, critic_action_weight=0.0,
+        warm_start="auto", constraint_weight=100.0, constraint_margin=1.5,
+        surprise_threshold=4.0, disagreement_threshold=0.5, stuck_count=8.0, check_every=10,
+        check_horizon=6, memory_size=256, memory_write="ring", memory_temperature=1.0,
+        action_noise=0.0))
+    # Critic V(s, g): rounds of closed-loop collection with a short-horizon Mode-2 (the critic
+    # is in its cost from round 2 on), TD(lambda) on the transitions in memory.
+    c.agent.critic = ml_collections.ConfigDict(dict(
+        hidden=(256, 256), gamma=0.98, target="td_lambda", lam=0.9, n_step=8, num_steps=3000,
+        batch_size=512, learning_rate=1e-3, target_every=500, rounds=4, episodes=128,
+        planner="gradient", horizon=8, replan_every=2, action_noise=0.5, keep_old_data=True))
+    # Mode-1 pi(s, g): behaviour cloning on Mode-2's closed-loop transitions, then DAgger.
+    c.agent.policy = ml_collections.ConfigDict(dict(
+        hidden=(256, 256), num_steps=3000, batch_size=512, learning_rate=1e-3,
+        teacher_episodes=64, dagger_rounds=4, dagger_episodes=64, dagger_labels=4096,
+        label_warm_start="policy", goal_fraction=0.1, teacher_noise=0.0))
+
     if preset == "tiny":
         c.data.num_trajectories = 256
         c.model.channels = (8,)
@@ -114,6 +142,12 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         c.planning.gradient.num_restarts = 2
         c.planning.cem.update(horizon=8, num_samples=16, num_elites=4, num_iters=3)
         c.planning.mppi.update(horizon=8, num_samples=16, num_iters=3)
+        c.agent.probe_trajectories = 64
+        c.agent.configurator.update(horizon=4, memory_size=32, check_every=4, check_horizon=3)
+        c.agent.critic.update(hidden=(32,), num_steps=60, batch_size=64, target_every=30,
+                              rounds=2, episodes=4, horizon=4, replan_every=2)
+        c.agent.policy.update(hidden=(32,), num_steps=60, batch_size=64, teacher_episodes=4,
+                              dagger_rounds=1, dagger_episodes=4, dagger_labels=32)
     elif preset == "full":  # not yet run to completion; see the issue notes
         c.data.num_trajectories = 50000
         c.train.num_steps = 6000
