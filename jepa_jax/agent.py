@@ -757,8 +757,8 @@ def time_per_action(agent: Agent, params: Any, env: two_rooms.EnvParams, env_ste
 
     def env_only(start, layout, key):
         def body(pos, k):
-            obs = _render(pos, layout, env)
-            pos = two_rooms.transition(pos, jnp.zeros(2) * jnp.sum(obs[0, 0]), layout[0],
+            obs = _render(pos, layout, env)  # the whole image is used, so XLA renders it
+            pos = two_rooms.transition(pos, jnp.zeros(2) * jnp.sum(obs), layout[0],
                                        layout[1], env)
             return pos, pos
         return jax.lax.scan(body, start, jax.random.split(key, env_steps))[1]
