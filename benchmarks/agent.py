@@ -30,7 +30,6 @@ writes ``agent_oracle.json``. Results go to ``benchmarks/results/agent.json`` (`
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -138,13 +137,18 @@ def main() -> int:
                                    use_critic=False, **short),
             "no_critic_reach": run("reach", f"H{h} reach cost, no critic", use_critic=True,
                                    critic_weight=0.0, **short),
-            "critic": run("reach", f"H{h} reach cost + critic", use_critic=True, **short)}
+            "critic": run("reach", f"H{h} reach cost + critic", timing=True, use_critic=True,
+                          **short)}
     crit["gain_points"] = 100 * (crit["critic"]["success_rate"]
                                  - crit["no_critic_dense"]["success_rate"])
     result["critic"] = crit
 
     # ---- 2. Mode-1 vs Mode-2, and Mode-1 as a warm start
-    m2 = run("reach", "Mode-2 (the agent's)", timing=True, mode="mode2")
+    cc = config.agent.configurator
+    same = (cc.use_critic and int(cc.horizon) == h and int(cc.replan_every) == rep
+            and cc.planner == ac.critic.planner)
+    m2 = crit["critic"] if same else run("reach", "Mode-2 (the agent's)", timing=True,
+                                         mode="mode2")
     m1 = run("reach", "Mode-1 alone", timing=True, mode="mode1")
     pg = config.planning
     ref = run("reach", f"reference: gradient MPC H{pg.gradient.horizon}, dense cost",
@@ -242,7 +246,7 @@ def warm_start_study(config, exp, wp, mods, num_problems, n, seed, run, log):
     iters = sorted({1, 2, 5, 10, int(config.planning.gradient.num_iters)})
     curves = {"zero": [], "policy": []}
     for k in iters:
-        with _planning_override(config, "gradient", num_iters=k):
+        with agent_training.planning_override(config, "gradient", num_iters=k):
             agent = agent_training.build_agent(config, exp, mods, None, mode="mode2",
                                                warm_start="shift")
             planner = agent.planner(params, agent_lib.empty_task_params())
@@ -268,7 +272,7 @@ def warm_start_study(config, exp, wp, mods, num_problems, n, seed, run, log):
         f", Mode-1 rollout {np.round(curves['policy'], 3)}")
     few = 5
     closed = {}
-    with _planning_override(config, "gradient", num_iters=few):
+    with agent_training.planning_override(config, "gradient", num_iters=few):
         for ws in ("shift", "policy"):
             closed[ws] = run("reach", f"Mode-2 with {few} iterations, warm start {ws}",
                              mode="mode2", warm_start=ws)
@@ -277,17 +281,6 @@ def warm_start_study(config, exp, wp, mods, num_problems, n, seed, run, log):
             "iterations_for_policy_init_to_match_zero_init_at_max": first,
             "num_problems": num_problems, "closed_loop_few_iterations": few,
             "closed_loop": closed}
-
-
-@contextlib.contextmanager
-def _planning_override(config, planner, **values):
-    section = config.planning[planner]
-    old = {k: section[k] for k in values}
-    section.update(values)
-    try:
-        yield
-    finally:
-        section.update(old)
 
 
 class OracleExperiment:

@@ -103,17 +103,18 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         warm_start="auto", constraint_weight=100.0, constraint_margin=1.5,
         surprise_threshold=4.0, disagreement_threshold=0.5, stuck_count=8.0, check_every=10,
         check_horizon=6, memory_size=256, memory_write="ring", memory_temperature=1.0,
-        action_noise=0.0))
+        action_noise=0.0, rest_threshold=0.05))
     # Critic V(s, g): rounds of closed-loop collection with a short-horizon Mode-2 (the critic
     # is in its cost from round 2 on), TD(lambda) on the transitions in memory.
     c.agent.critic = ml_collections.ConfigDict(dict(
         hidden=(256, 256), gamma=0.98, target="td_lambda", lam=0.9, n_step=8, num_steps=3000,
         batch_size=512, learning_rate=1e-3, target_every=500, rounds=4, episodes=128,
-        planner="gradient", horizon=8, replan_every=2, action_noise=0.5, keep_old_data=True))
+        planner="gradient", horizon=8, replan_every=2, action_noise=0.5, keep_old_data=True,
+        collect_restarts=8, collect_iters=10))
     # Mode-1 pi(s, g): behaviour cloning on Mode-2's closed-loop transitions, then DAgger.
     c.agent.policy = ml_collections.ConfigDict(dict(
         hidden=(256, 256), num_steps=3000, batch_size=512, learning_rate=1e-3,
-        teacher_episodes=64, dagger_rounds=4, dagger_episodes=64, dagger_labels=4096,
+        teacher_episodes=64, dagger_rounds=4, dagger_episodes=64, dagger_labels=2048,
         label_warm_start="policy", goal_fraction=0.1, teacher_noise=0.0))
 
     if preset == "tiny":

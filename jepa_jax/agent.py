@@ -232,6 +232,9 @@ CONFIGURATOR_DEFAULTS: dict[str, Any] = {
     "memory_write": "ring",
     "memory_temperature": 1.0,  # in units of the median one-step latent move^2
     "action_noise": 0.0,  # std (px) of exploration noise added to every action
+    "rest_threshold": 0.05,  # intrinsic cost below which the agent is at the goal: no Mode-2,
+    # zero action (0: never rest). 0.05 is |s - g|^2 < 0.05 reach_scale, well inside PLDM's
+    # success radius; after success an episode then stops paying for plans.
 }
 
 
@@ -316,6 +319,9 @@ def configure(task: Mapping[str, Any] | TaskSpec | None, cfg: Mapping[str, Any] 
                 "memory_temperature"):
         if not s[key] > 0:
             raise ValueError(f"agent.configurator.{key} must be > 0, got {s[key]!r}")
+    if not 0 <= s["rest_threshold"] < 1:
+        raise ValueError(f"agent.configurator.rest_threshold must be in [0, 1), got "
+                         f"{s['rest_threshold']!r}")
     if s["action_noise"] < 0:
         raise ValueError(f"agent.configurator.action_noise must be >= 0, got "
                          f"{s['action_noise']!r}")
@@ -498,19 +504,21 @@ class Agent:
             viol = jax.vmap(lambda p: region_violation(cfg.task, state.task, p))(pos)
             violation = jnp.any(viol > 0)
         surprised = surprise > cfg.surprise_threshold
+        rest = cost < cfg.rest_threshold  # at the goal: stay, plan nothing
         if cfg.mode == "mode2":
             mode2 = jnp.ones((), bool)
-            need = state.plan_age >= cfg.replan_every
+            need = (state.plan_age >= cfg.replan_every) & ~rest
         elif cfg.mode == "mode1":
             mode2 = jnp.zeros((), bool)
             need = jnp.zeros((), bool)
+            rest = jnp.zeros((), bool)  # Mode-1 alone is the policy, unaided
         else:
             trigger = surprised | stuck | violation | (state.since_check >= cfg.check_every)
-            mode2 = state.in_mode2 | trigger
+            mode2 = (state.in_mode2 | trigger) & ~rest
             need = mode2 & (~state.in_mode2 | (state.plan_age >= cfg.replan_every))
         ctx = {"s": s, "cost": cost, "memory": mem, "log_count": readout.log_count,
                "surprise": surprise, "a1": a1, "stuck": stuck, "violation": violation,
-               "surprised": surprised, "mode2": mode2}
+               "surprised": surprised, "mode2": mode2, "rest": rest}
         return ctx, need
 
     def make_plan(self, params: Any, inputs: dict[str, Any], key: jax.Array
@@ -551,7 +559,7 @@ class Agent:
         plan = jnp.where(planned, plan, state.plan)
         plan_age = jnp.where(planned, 0, state.plan_age)
         mode2 = ctx["mode2"]
-        intended = jnp.where(mode2, plan[0], ctx["a1"])
+        intended = jnp.where(ctx["rest"], 0.0, jnp.where(mode2, plan[0], ctx["a1"]))
         action = intended
         if cfg.action_noise > 0:  # exploration: executed, not remembered as the choice
             action = action + cfg.action_noise * jax.random.normal(key, action.shape)
@@ -571,7 +579,8 @@ class Agent:
             pred_state=(self.wm.predict(params["world_model"], s, action)
                         if cfg.mode == "auto" else state.pred_state),
             has_prev=jnp.ones((), bool), t=state.t + 1)
-        info = {"mode2": mode2, "planned": planned, "surprise": ctx["surprise"],
+        info = {"mode2": mode2, "planned": planned, "rest": ctx["rest"],
+                "surprise": ctx["surprise"],
                 "stuck": ctx["stuck"], "violation": ctx["violation"],
                 "log_count": ctx["log_count"], "cost": ctx["cost"],
                 "disagreement": jnp.where(planned, disagreement, jnp.nan),
@@ -748,17 +757,19 @@ def time_per_action(agent: Agent, params: Any, env: two_rooms.EnvParams, env_ste
     """Milliseconds per action of one unbatched, compiled episode (``agent.step`` under
     ``lax.scan``, where ``lax.cond`` really skips Mode-2 on Mode-1 steps).
 
-    ``ms_per_action`` is the agent's own compute: the episode's time minus that of the same
-    scan with the environment alone (rendering and stepping, with a zero action), which
-    ``ms_per_env_step`` reports. Medians over ``repeats``; compilation excluded.
+    ``ms_per_action`` is the agent's own compute: the episode's time
+    (``ms_per_step_with_env``) minus that of the same scan with the environment alone
+    (rendering and stepping, with a zero action: ``ms_per_env_step``), floored at 0 (for a
+    tiny model the two are within timing noise). Medians over ``repeats``; compilation
+    excluded.
     """
     task = task if task is not None else empty_task_params()
     fn = jax.jit(make_episode_fn(agent, env, env_steps))
 
     def env_only(start, layout, key):
         def body(pos, k):
-            obs = _render(pos, layout, env)
-            pos = two_rooms.transition(pos, jnp.zeros(2) * jnp.sum(obs[0, 0]), layout[0],
+            obs = _render(pos, layout, env)  # the whole image is used, so XLA renders it
+            pos = two_rooms.transition(pos, jnp.zeros(2) * jnp.sum(obs), layout[0],
                                        layout[1], env)
             return pos, pos
         return jax.lax.scan(body, start, jax.random.split(key, env_steps))[1]
@@ -780,6 +791,7 @@ def time_per_action(agent: Agent, params: Any, env: two_rooms.EnvParams, env_ste
     env_t, _ = timed(env_fn, start, layout)
     infos = out[1]
     return {"ms_per_action": 1e3 * max(total - env_t, 0.0) / env_steps,
+            "ms_per_step_with_env": 1e3 * total / env_steps,
             "ms_per_env_step": 1e3 * env_t / env_steps,
             "timed_mode2_share": float(np.mean(np.asarray(infos["mode2"]))),
             "timed_plans_per_episode": float(np.sum(np.asarray(infos["planned"])))}

@@ -23,6 +23,7 @@ observes images; true positions are used only to fit the probe on offline data.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -185,6 +186,19 @@ def _memory_size(config) -> int:
     return max(int(config.agent.configurator.memory_size), int(config.planning.env_steps))
 
 
+@contextlib.contextmanager
+def planning_override(config, planner: str, **values):
+    """Temporarily sets ``config.planning.<planner>.<key>`` (keys it has; 0 or None: keep)."""
+    section = config.planning[planner]
+    values = {k: v for k, v in values.items() if v and k in section}
+    old = {k: section[k] for k in values}
+    section.update(values)
+    try:
+        yield
+    finally:
+        section.update(old)
+
+
 # ------------------------------------------------------------------------------- stages
 
 
@@ -198,10 +212,13 @@ def train_critic_stage(config, exp, wm_params, mods: AgentModules, key: jax.Arra
     data_parts, rounds = [], []
     for r in range(c.rounds):
         t0 = time.perf_counter()
-        agent = build_agent(config, exp, mods, None, mode="mode2", planner=c.planner,
-                            horizon=c.horizon, replan_every=c.replan_every,
-                            use_critic=r > 0, action_noise=c.action_noise,
-                            memory_size=_memory_size(config), warm_start="shift")
+        # A cheaper planner than the agent's Mode-2 collects (the actions are noised anyway).
+        with planning_override(config, c.planner, num_restarts=c.collect_restarts,
+                               num_iters=c.collect_iters):
+            agent = build_agent(config, exp, mods, None, mode="mode2", planner=c.planner,
+                                horizon=c.horizon, replan_every=c.replan_every,
+                                use_critic=r > 0, action_noise=c.action_noise,
+                                memory_size=_memory_size(config), warm_start="shift")
         eps = training_episodes(config, exp, c.episodes, stream=100 + r)
         pos, _, states, secs = collect(agent, mods.params(wm_params), config, exp, eps,
                                        jax.random.fold_in(key, 1000 + r))
