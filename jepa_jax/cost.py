@@ -94,6 +94,44 @@ def goal_distance(
     return jnp.sum(horizon_weights(states.shape[0], discount, d2.dtype) * d2)
 
 
+def reach_cost(
+    states: jax.Array,
+    goal: jax.Array,
+    *,
+    scale: float | jax.Array = 1.0,
+    discount: float | jax.Array = 1.0,
+) -> jax.Array:
+    """Discounted sum of a bounded per-step cost, ``sum_t discount**(t-1) c(s_t)``, with
+    ``c(s) = 1 - exp(-|s - g|^2 / scale)``.
+
+    ``c`` is about 1 anywhere far from the goal and falls to 0 within about ``sqrt(scale)`` of
+    it, so the sum counts (discounted) steps not yet at the goal: a time-to-goal cost. It is the
+    intrinsic cost the critic (``jepa_jax.critic``) learns the cost-to-go of; a plan's
+    ``reach_cost + discount**H V(s_H, g)`` is then the critic's estimate of its whole cost.
+
+    Args:
+      states: (H, D) predicted latents s_1..s_H.
+      goal: (D,) goal latent.
+      scale: > 0, in squared latent units.
+      discount: in [0, 1].
+
+    Returns:
+      Scalar cost in [0, H].
+    """
+    if states.ndim != 2 or goal.shape != states.shape[-1:]:
+        raise ValueError(
+            f"expected states (H, D) and goal (D,), got {states.shape} and {goal.shape}"
+        )
+    c = step_reach_cost(states, goal, scale)
+    w = jnp.power(jnp.asarray(discount, c.dtype), jnp.arange(states.shape[0], dtype=c.dtype))
+    return jnp.sum(w * c)
+
+
+def step_reach_cost(s: jax.Array, goal: jax.Array, scale: float | jax.Array) -> jax.Array:
+    """Per-state ``1 - exp(-|s - g|^2 / scale)``: s (..., D), goal (..., D) -> (...)."""
+    return -jnp.expm1(-jnp.sum(jnp.square(s - goal), axis=-1) / scale)
+
+
 def action_magnitude(actions: jax.Array) -> jax.Array:
     """Mean over steps of the squared action norm, ``mean_t |a_t|^2``.
 
@@ -201,6 +239,9 @@ class CostWeights:
       constraint_kind: "relu2" or "softplus".
       constraint_sharpness: k of the softplus barrier.
       critic_weight: weight of ``critic_fn(states[-1], goal)`` (needs ``critic_fn``).
+      reach_weight: weight of ``reach_cost``.
+      reach_scale: its ``scale`` (> 0, squared latent units).
+      reach_discount: its ``discount``, in [0, 1].
     """
 
     goal_weight: float = 1.0
@@ -211,9 +252,13 @@ class CostWeights:
     constraint_kind: str = "relu2"
     constraint_sharpness: float = 10.0
     critic_weight: float = 0.0
+    reach_weight: float = 0.0
+    reach_scale: float = 1.0
+    reach_discount: float = 1.0
 
     def __post_init__(self):
-        for name in ("goal_weight", "action_weight", "constraint_weight", "critic_weight"):
+        for name in ("goal_weight", "action_weight", "constraint_weight", "critic_weight",
+                     "reach_weight"):
             value = getattr(self, name)
             if not _is_real(value) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -230,6 +275,10 @@ class CostWeights:
             )
         if not _is_real(self.constraint_sharpness) or not self.constraint_sharpness > 0:
             raise ValueError(f"constraint_sharpness must be > 0, got {self.constraint_sharpness!r}")
+        if not _is_real(self.reach_scale) or not self.reach_scale > 0:
+            raise ValueError(f"reach_scale must be > 0, got {self.reach_scale!r}")
+        if not _is_real(self.reach_discount) or not 0.0 <= self.reach_discount <= 1.0:
+            raise ValueError(f"reach_discount must be in [0, 1], got {self.reach_discount!r}")
 
     @classmethod
     def from_config(cls, config: Any = None) -> CostWeights:
@@ -256,7 +305,8 @@ def make_cost(
     """Composes the cost terms into one pure ``cost_fn(states, actions, goal) -> scalar``.
 
     ``cost = goal_weight * goal_distance + action_weight * action_magnitude
-    + constraint_weight * constraint_penalty + critic_weight * critic_fn(states[-1], goal)``.
+    + constraint_weight * constraint_penalty + reach_weight * reach_cost
+    + critic_weight * critic_fn(states[-1], goal)``.
 
     Args:
       config: ConfigDict / mapping with ``CostWeights`` keys, a ``CostWeights``, or None.
@@ -289,6 +339,10 @@ def make_cost(
         if w.constraint_weight:
             total += w.constraint_weight * constraint_penalty(
                 states, constraint_fn, kind=w.constraint_kind, sharpness=w.constraint_sharpness
+            )
+        if w.reach_weight:
+            total += w.reach_weight * reach_cost(
+                states, goal, scale=w.reach_scale, discount=w.reach_discount
             )
         if w.critic_weight:
             total += w.critic_weight * critic_fn(states[-1], goal)

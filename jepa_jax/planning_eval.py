@@ -18,12 +18,24 @@ from jepa_jax.training.loop import Experiment, load_trained
 MODEL_PLANNERS = ("gradient", "cem", "mppi")
 
 
-def build_planner(exp: Experiment, config: ml_collections.ConfigDict, name: str):
-    """The planner ``name`` with the cost and settings of ``config.planning``."""
+def build_planner(exp: Experiment, config: ml_collections.ConfigDict, name: str,
+                  critic: tuple[Any, Any, float] | None = None):
+    """The planner ``name`` with the cost and settings of ``config.planning``.
+
+    ``critic``: optional ``(Critic, params, weight)``; the cost then gains the terminal value
+    ``weight * gamma^H * V(s_H, g)`` (``jepa_jax.critic``), whatever the planner.
+    """
     if name not in MODEL_PLANNERS:
         raise ValueError(f"unknown planner {name!r}; expected one of {MODEL_PLANNERS} "
                          f"or 'straight'")
-    cost_fn = cost_lib.make_cost(config.planning.cost)
+    cost_cfg = config.planning.cost.to_dict()
+    critic_fn = None
+    if critic is not None:
+        model, cparams, weight = critic
+        horizon = int(config.planning[name].horizon)
+        cost_cfg["critic_weight"] = float(weight) * model.gamma ** horizon
+        critic_fn = model.critic_fn(cparams)
+    cost_fn = cost_lib.make_cost(cost_cfg, critic_fn=critic_fn)
     pcfg = config.planning[name].to_dict()
     pcfg["action_bound"] = float(config.env.action_bound)
     pcfg["shift"] = int(config.planning.replan_every)  # warm start = plan minus executed part
@@ -32,8 +44,12 @@ def build_planner(exp: Experiment, config: ml_collections.ConfigDict, name: str)
 
 def evaluate_workdir(workdir: str | Path, planner_name: str, *, episodes: int | None = None,
                      seed: int | None = None, overrides=(), write: bool = True,
-                     plot: bool = True) -> dict[str, Any]:
-    """Runs the closed-loop evaluation; writes ``eval_<planner>.json`` (and ``.png``)."""
+                     plot: bool = True, critic_weight: float = 0.0) -> dict[str, Any]:
+    """Runs the closed-loop evaluation; writes ``eval_<planner>.json`` (and ``.png``).
+
+    ``critic_weight`` > 0 adds the critic trained in ``workdir/agent`` (``python -m
+    jepa_jax.train_agent``) to the planner's cost as a terminal value; the file is then
+    ``eval_<planner>_critic.json``."""
     workdir = Path(workdir)
     config, exp, params = load_trained(workdir, overrides)
     pc = config.planning
@@ -48,11 +64,20 @@ def evaluate_workdir(workdir: str | Path, planner_name: str, *, episodes: int | 
         fn = evaluation.make_straight_episode_fn(env, pc.env_steps)
         timing: dict[str, Any] = {}
     else:
-        planner = build_planner(exp, config, planner_name)
+        critic = None
+        if critic_weight > 0:
+            from jepa_jax.critic import load_critic
+
+            model, cparams = load_critic(workdir / "agent", exp.wm.latent_dim)
+            critic = (model, cparams, critic_weight)
+        elif critic_weight < 0:
+            raise ValueError(f"--critic-weight must be >= 0, got {critic_weight}")
+        planner = build_planner(exp, config, planner_name, critic)
         fn = evaluation.make_episode_fn(planner, env, pc.env_steps, pc.replan_every)
         budget.update(planner=planner_name, replan_every=pc.replan_every,
                       plan_calls_per_episode=-(-pc.env_steps // pc.replan_every),
-                      **dict(planner.config), cost=pc.cost.to_dict())
+                      **dict(planner.config), cost=pc.cost.to_dict(),
+                      critic_weight=critic_weight)
         timing = evaluation.time_plan_call(planner, params, env, episodes_)
     # eval_seconds: wall time of all episodes, compilation of the episode function included.
     positions, plans, secs = evaluation.run_evaluation(
@@ -63,9 +88,10 @@ def evaluate_workdir(workdir: str | Path, planner_name: str, *, episodes: int | 
     result.update(eval_seconds=secs, budget=budget, workdir=str(workdir),
                   uses_true_state="only to score the outcome after each episode")
     if write:
-        (workdir / f"eval_{planner_name}.json").write_text(json.dumps(result, indent=2))
+        stem = f"eval_{planner_name}" + ("_critic" if critic_weight > 0 else "")
+        (workdir / f"{stem}.json").write_text(json.dumps(result, indent=2))
         if plot:
-            _plot(workdir / f"eval_{planner_name}.png", exp, params, episodes_, positions,
+            _plot(workdir / f"{stem}.png", exp, params, episodes_, positions,
                   plans, success, planner_name, result, config)
     return result
 

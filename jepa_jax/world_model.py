@@ -40,6 +40,7 @@ from jepa_jax.networks.encoders import ConvEncoder, MLPEncoder
 from jepa_jax.networks.predictors import InverseDynamics, MLPPredictor, ZPosterior, ZPrior
 
 Params = Any
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 @struct.dataclass
@@ -230,14 +231,22 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
 
     Keys: ``encoder`` ("conv" | "mlp"), ``stem_factor``, ``channels``, ``num_keypoints``,
     ``global_dim``, ``keypoint_scale``, ``keypoint_channels`` (empty: shared trunk),
-    ``keypoint_kernel``, ``keypoint_init_temperature``, ``layout_keypoints``, ``latent_dim``
+    ``keypoint_kernel``, ``keypoint_init_temperature``, ``layout_keypoints``,
+    ``layout_channels`` (empty: layout keypoints from the trunk), ``layout_kernel``, ``latent_dim``
     (0: concatenation of keypoints, layout keypoints and global code),
     ``mlp_hidden`` (MLP encoder), ``predictor_hidden``, ``action_scale``, ``z_dim``,
-    ``inverse_dynamics_hidden`` (empty tuple: no inverse-dynamics head), and when
-    ``z_dim > 0`` the posterior's ``posterior_hidden`` (default (128, 128)) and the prior
-    ``z_prior`` ("normal": N(0, I), the default; "mixture": learned ``p(z | s)`` with
-    ``prior_components`` components and ``prior_hidden`` layers).
+    ``inverse_dynamics_hidden`` (empty tuple: no inverse-dynamics head), ``compute_dtype``
+    ("float32" or "bfloat16": the layers' compute dtype; parameters and latents stay
+    float32; absent in older configs: float32), and when ``z_dim > 0`` the posterior's
+    ``posterior_hidden`` (default (128, 128)) and the prior ``z_prior`` ("normal": N(0, I),
+    the default; "mixture": learned ``p(z | s)`` with ``prior_components`` components and
+    ``prior_hidden`` layers).
     """
+    dtype_name = cfg.get("compute_dtype", "float32")
+    if dtype_name not in COMPUTE_DTYPES:
+        raise ValueError(f"unknown model.compute_dtype {dtype_name!r}; expected one of "
+                         f"{', '.join(COMPUTE_DTYPES)}")
+    dtype = jnp.dtype(dtype_name)
     if cfg.encoder == "conv":
         if len(obs_shape) != 3:
             raise ValueError(f"conv encoder needs (H, W, C) observations, got {obs_shape}")
@@ -247,21 +256,24 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
             keypoint_scale=cfg.keypoint_scale, latent_dim=cfg.latent_dim or None,
             keypoint_channels=(tuple(cfg.keypoint_channels) or None),
             keypoint_kernel=cfg.keypoint_kernel, init_temperature=cfg.keypoint_init_temperature,
-            layout_keypoints=cfg.layout_keypoints)
+            layout_keypoints=cfg.layout_keypoints,
+            layout_channels=tuple(cfg.get("layout_channels", ())) or None,
+            layout_kernel=cfg.get("layout_kernel", 5), dtype=dtype)
         latent_dim = cfg.latent_dim or (2 * cfg.num_keypoints + 2 * cfg.layout_keypoints
                                          + cfg.global_dim)
         keypoint_dims = 0 if cfg.latent_dim else 2 * cfg.num_keypoints
     elif cfg.encoder == "mlp":
         if not cfg.latent_dim:
             raise ValueError("model.latent_dim must be > 0 for the mlp encoder")
-        enc = MLPEncoder(hidden=tuple(cfg.mlp_hidden), latent_dim=cfg.latent_dim)
+        enc = MLPEncoder(hidden=tuple(cfg.mlp_hidden), latent_dim=cfg.latent_dim, dtype=dtype)
         latent_dim = cfg.latent_dim
         keypoint_dims = 0
     else:
         raise ValueError(f"unknown model.encoder {cfg.encoder!r}; expected 'conv' or 'mlp'")
     pred = MLPPredictor(hidden=tuple(cfg.predictor_hidden), action_scale=cfg.action_scale,
-                        z_dim=cfg.z_dim)
-    inv = (InverseDynamics(action_dim=action_dim, hidden=tuple(cfg.inverse_dynamics_hidden))
+                        z_dim=cfg.z_dim, dtype=dtype)
+    inv = (InverseDynamics(action_dim=action_dim, hidden=tuple(cfg.inverse_dynamics_hidden),
+                           dtype=dtype)
            if len(cfg.inverse_dynamics_hidden) else None)
     if not isinstance(cfg.z_dim, int) or cfg.z_dim < 0:
         raise ValueError(f"model.z_dim must be an integer >= 0, got {cfg.z_dim!r}")

@@ -11,7 +11,12 @@ import pytest
 
 from jepa_jax.configs import load_config
 from jepa_jax.envs import two_rooms
-from jepa_jax.networks.encoders import space_to_depth, spatial_softmax
+from jepa_jax.networks.encoders import (
+    conv_same_via_s2d,
+    depth_to_space,
+    space_to_depth,
+    spatial_softmax,
+)
 from jepa_jax.networks.predictors import MLPPredictor
 from jepa_jax.world_model import make_world_model
 
@@ -123,6 +128,64 @@ def test_space_to_depth_matches_numpy(shape, factor):
     assert np.isclose(out.sum(), x.sum(), rtol=1e-5) and np.count_nonzero(out) == x.size
 
 
+def test_depth_to_space_inverts_space_to_depth():
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 8, 12, 3)), jnp.float32)
+    np.testing.assert_array_equal(np.asarray(depth_to_space(space_to_depth(x, 4), 4)), x)
+
+
+def _np_conv_same(x, w):
+    """Direct 'SAME' cross-correlation: x (N, H, W, C), w (k, k, C, O)."""
+    n, h, wd, _ = x.shape
+    k, r = w.shape[0], w.shape[0] // 2
+    xp = np.pad(x, ((0, 0), (r, r), (r, r), (0, 0)))
+    out = np.zeros((n, h, wd, w.shape[-1]))
+    for dy in range(k):
+        for dx in range(k):
+            out += np.einsum("nhwc,co->nhwo", xp[:, dy:dy + h, dx:dx + wd], w[dy, dx])
+    return out
+
+
+@pytest.mark.parametrize("k,f,c,o,size", [(5, 4, 1, 2, 13), (11, 4, 1, 2, 17), (3, 2, 2, 3, 7),
+                                          (1, 4, 1, 1, 6)])
+def test_conv_same_via_s2d_matches_direct_convolution(k, f, c, o, size):
+    rng = np.random.default_rng(k)
+    x = rng.normal(size=(2, size, size, c)).astype(np.float32)
+    w = rng.normal(size=(k, k, c, o)).astype(np.float32)
+    out = np.asarray(jax.jit(conv_same_via_s2d, static_argnums=2)(x, w, f))
+    np.testing.assert_allclose(out, _np_conv_same(x, w), rtol=1e-4, atol=1e-4)
+    # The gradient reaches the small kernel through the scatter; reference: XLA's conv.
+    v = rng.normal(size=(2, size, size, o)).astype(np.float32)
+    g = jax.grad(lambda w: (conv_same_via_s2d(x, w, f) * v).sum())(w)
+    g_ref = jax.grad(lambda w: (jax.lax.conv_general_dilated(
+        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) * v).sum())(w)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=1e-4, atol=1e-3)
+
+
+def test_layout_keypoints_follow_the_wall():
+    """A delta kernel on the wall channel with a sharp softmax puts the layout keypoint at
+    the softmax-weighted mean of the wall pixels (NumPy reference)."""
+    cfg = tiny_model_config(layout_keypoints=1, layout_channels=(1,), layout_kernel=5)
+    wm = make_world_model(cfg, (65, 65, 2), 2)
+    assert wm.latent_dim == 2 * cfg.num_keypoints + 2 + cfg.global_dim
+    p = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
+                     jax.eval_shape(wm.init, jax.random.key(0)))
+    enc = p["encoder"]["params"]
+    enc["layout_kernel"][2, 2, 0, 0] = 1.0
+    enc["layout_log_temperature"] = np.log(np.float32(0.1))
+    env = two_rooms.EnvParams()
+    obs = jnp.stack([two_rooms.render_positions(jnp.array([10.0, 10.0]), wx, dy, env)
+                     for wx, dy in ((24.0, 20.0), (36.0, 40.0))])
+    s = np.asarray(jax.jit(wm.encode)(p, obs))
+    lay = s[:, 2 * cfg.num_keypoints:2 * cfg.num_keypoints + 2] * cfg.keypoint_scale
+    walls = np.asarray(obs[..., 1], np.float64).reshape(2, -1)
+    attn = np.exp(walls / 0.1 - (walls / 0.1).max(1, keepdims=True))
+    attn /= attn.sum(1, keepdims=True)
+    ys, xs = np.meshgrid(np.arange(65), np.arange(65), indexing="ij")
+    ref = np.stack([attn @ xs.reshape(-1), attn @ ys.reshape(-1)], -1)
+    np.testing.assert_allclose(lay, ref, atol=1e-3)
+    assert lay[1, 0] > lay[0, 0]  # the wall moved right, so did the keypoint
+
+
 # ---------------------------------------------------------------------------------------------
 # Construction, shapes.
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +194,8 @@ def test_space_to_depth_matches_numpy(shape, factor):
 def test_build_from_the_tiny_preset():
     cfg = load_config(f"{PRESET}:tiny")
     wm = make_world_model(cfg.model, (65, 65, 2), 2)
-    assert wm.latent_dim == 2 * cfg.model.num_keypoints + cfg.model.global_dim
+    assert wm.latent_dim == (2 * cfg.model.num_keypoints + 2 * cfg.model.layout_keypoints
+                             + cfg.model.global_dim)
     assert wm.inverse is not None and wm.z_dim == 0
     shapes = jax.eval_shape(wm.init, jax.random.key(0))  # traces init without compiling
     assert set(shapes) == {"encoder", "predictor", "inverse"}
@@ -168,7 +232,7 @@ def test_keypoints_are_in_input_pixels(keypoint_channels):
 
 
 def test_encode_shapes(wm, params, fns):
-    assert wm.latent_dim == 2 * 4 + 8
+    assert wm.latent_dim == 2 * 4 + 2 * 2 + 8  # keypoints, layout keypoints, global code
     temperature = np.exp(np.asarray(params["encoder"]["params"]["log_temperature"]))
     assert temperature == pytest.approx(tiny_model_config().keypoint_init_temperature, rel=1e-5)
     obs = _uniform(1, (2, 3, *OBS))

@@ -1,16 +1,20 @@
 """Encoders ``s = Enc(x)``: a small conv net for pixels and an MLP for state vectors.
 
 Flax Linen modules; everything outside ``networks/`` sees them only through
-``module.apply(params, ...)`` with an explicit parameter pytree.
+``module.apply(params, ...)`` with an explicit parameter pytree. ``dtype`` is the compute
+dtype of the convolutions and dense layers (e.g. bfloat16); parameters stay float32 and
+the returned latents are float32 (softmaxes and the output in float32 too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def spatial_softmax(features: jax.Array, temperature: jax.Array | float = 1.0) -> jax.Array:
@@ -47,6 +51,52 @@ def space_to_depth(x: jax.Array, factor: int) -> jax.Array:
     return x.reshape(n, h, w, factor * factor * c)
 
 
+def depth_to_space(x: jax.Array, factor: int) -> jax.Array:
+    """(N, H, W, f*f*C) -> (N, f*H, f*W, C): the inverse of :func:`space_to_depth`."""
+    n, h, w, c = x.shape
+    c //= factor * factor
+    x = x.reshape(n, h, w, factor, factor, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, h * factor, w * factor, c)
+
+
+def conv_same_via_s2d(x: jax.Array, kernel: jax.Array, factor: int) -> jax.Array:
+    """A stride-1 'SAME' convolution of full-resolution images, computed in space-to-depth
+    form; the result equals ``lax.conv`` with the same kernel.
+
+    XLA's CPU convolutions are slow on few-channel, full-resolution inputs (a 5x5 conv of
+    the one-channel wall image cost several times the rest of the encoder). Here the kernel
+    is scattered into an equivalent (2R+1, 2R+1, f*f*C, f*f*O) kernel over f x f cells, a
+    dense many-channel conv at 1/f of the resolution, and the output goes back to full
+    resolution with :func:`depth_to_space`. Gradients reach ``kernel`` through the scatter.
+
+    Args:
+      x: (N, H, W, C) images.
+      kernel: (k, k, C, O) with k odd.
+      factor: the cell size f.
+
+    Returns:
+      (N, H, W, O).
+    """
+    n, h, w, c = x.shape
+    k, _, _, o = kernel.shape
+    r, f = k // 2, factor
+    cells = (r + f - 1) // f  # cell radius R: input offsets up to r reach this many cells
+    cy = np.arange(-cells, cells + 1)[:, None, None]
+    iy = np.arange(f)[None, :, None]
+    oy = np.arange(f)[None, None, :]
+    d = cy * f + iy - oy  # (2R+1, f, f): pixel offset for (cell, input sub, output sub)
+    valid = np.abs(d) <= r
+    idx = np.clip(d + r, 0, k - 1)
+    big = kernel[idx[:, None, :, None, :, None], idx[None, :, None, :, None, :]]
+    mask = valid[:, None, :, None, :, None] & valid[None, :, None, :, None, :]
+    big = jnp.where(mask[..., None, None], big, 0.0)  # (cy, cx, iy, ix, oy, ox, C, O)
+    big = big.transpose(0, 1, 2, 3, 6, 4, 5, 7).reshape(2 * cells + 1, 2 * cells + 1,
+                                                        f * f * c, f * f * o)
+    y = jax.lax.conv_general_dilated(space_to_depth(x, f), big.astype(x.dtype), (1, 1),
+                                     "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return depth_to_space(y, f)[:, :h, :w]
+
+
 def _blur_init(noise: float):
     """Kernel init: a box blur (normalised over the window and input channels) plus noise."""
     def init(key, shape, dtype=jnp.float32):
@@ -80,13 +130,22 @@ class ConvEncoder(nn.Module):
         (plus noise), so each keypoint starts on the bright blob it is meant to follow.
       init_temperature: initial softmax temperature of the keypoints; low values start them
         sharp, so they move with the object from the first step.
-      layout_keypoints: L extra keypoints from the shared trunk (all channels), placed after
-        the keypoints (so the latent is [keypoints, layout keypoints, global code]): a
-        linear, precise code for where static structure such as a wall or door is.
+      layout_keypoints: L extra keypoints placed after the keypoints (so the latent is
+        [keypoints, layout keypoints, global code]): a linear, precise code for where static
+        structure such as a wall or door is.
+      layout_channels: if set, the layout keypoints come from a full-resolution branch (one
+        ``layout_kernel`` conv, its own softmax temperature) that sees only these input
+        channels, e.g. the wall channel; None: from the shared trunk (all channels).
+      layout_kernel: kernel size of that branch's conv. Its kernels start as a noisy box
+        blur, so each layout keypoint starts near the mean of the structure and the variance
+        term pushes them apart onto what differs between episodes (the wall, the door).
+
+      dtype: compute dtype of the conv and dense layers (parameters stay float32).
 
     Latent size: 2K + 2L + global_dim, or latent_dim.
 
-    Input (..., H, W, C) float images; output (..., 2K + global_dim) or (..., latent_dim).
+    Input (..., H, W, C) float images; output float32 (..., 2K + global_dim) or
+    (..., latent_dim).
     """
 
     stem_factor: int = 4
@@ -99,38 +158,54 @@ class ConvEncoder(nn.Module):
     keypoint_kernel: int = 5
     init_temperature: float = 1.0
     layout_keypoints: int = 0
+    layout_channels: tuple[int, ...] | None = None
+    layout_kernel: int = 5
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         *batch, h, w, c = x.shape
         images = x.reshape(-1, h, w, c)
         x = space_to_depth(images, self.stem_factor)
+        f32 = jnp.float32  # keypoint softmaxes and the latent: float32 whatever the dtype
         for ch in self.channels:
-            x = nn.gelu(nn.Conv(ch, (3, 3), padding="SAME")(x))
+            x = nn.gelu(nn.Conv(ch, (3, 3), padding="SAME", dtype=self.dtype)(x))
         temperature = jnp.exp(self.param(
             "log_temperature", nn.initializers.constant(jnp.log(self.init_temperature)), ()))
         if self.keypoint_channels is None:
-            kp_maps = nn.Conv(self.num_keypoints, (1, 1))(x)
-            kp = spatial_softmax(kp_maps, temperature)  # (N, K, 2) in trunk cells
+            kp_maps = nn.Conv(self.num_keypoints, (1, 1), dtype=self.dtype)(x)
+            kp = spatial_softmax(kp_maps.astype(f32), temperature)  # (N, K, 2) in trunk cells
             # Cell i covers input pixels [f*i, f*i + f), centre f*i + (f-1)/2.
             kp = kp * self.stem_factor + (self.stem_factor - 1) / 2
         else:
             sel = images[..., list(self.keypoint_channels)]
             k = self.keypoint_kernel
             kp_maps = nn.Conv(self.num_keypoints, (k, k), padding="SAME",
-                              kernel_init=_blur_init(0.1))(sel)
-            kp = spatial_softmax(kp_maps, temperature)  # (N, K, 2) in input pixels
+                              kernel_init=_blur_init(0.1), dtype=self.dtype)(sel)
+            kp = spatial_softmax(kp_maps.astype(f32), temperature)  # (N, K, 2) in input pixels
         parts = [(kp / self.keypoint_scale).reshape(kp.shape[0], -1)]
-        if self.layout_keypoints:
-            lay_maps = nn.Conv(self.layout_keypoints, (1, 1), name="layout_keypoints")(x)
-            lay = spatial_softmax(lay_maps)
+        if self.layout_keypoints and self.layout_channels is None:
+            lay_maps = nn.Conv(self.layout_keypoints, (1, 1), name="layout_keypoints",
+                               dtype=self.dtype)(x)
+            lay = spatial_softmax(lay_maps.astype(f32))
             lay = (lay * self.stem_factor + (self.stem_factor - 1) / 2) / self.keypoint_scale
             parts.append(lay.reshape(lay.shape[0], -1))
+        elif self.layout_keypoints:
+            k, sel = self.layout_kernel, images[..., list(self.layout_channels)]
+            kernel = self.param("layout_kernel", _blur_init(1.0),
+                                (k, k, sel.shape[-1], self.layout_keypoints))
+            lay_maps = conv_same_via_s2d(sel.astype(self.dtype), kernel,
+                                         self.stem_factor).astype(f32)  # no bias: softmax
+            lay_temperature = jnp.exp(self.param(
+                "layout_log_temperature", nn.initializers.constant(jnp.log(0.1)), ()))
+            lay = spatial_softmax(lay_maps, lay_temperature) / self.keypoint_scale
+            parts.append(lay.reshape(lay.shape[0], -1))
         g = space_to_depth(x, 2)
-        parts.append(nn.Dense(self.global_dim)(g.reshape(g.shape[0], -1)))
+        parts.append(nn.Dense(self.global_dim, dtype=self.dtype)(
+            g.reshape(g.shape[0], -1)).astype(f32))
         out = jnp.concatenate(parts, -1)
         if self.latent_dim is not None:
-            out = nn.Dense(self.latent_dim)(out)
+            out = nn.Dense(self.latent_dim, dtype=self.dtype)(out).astype(f32)
         return out.reshape(*batch, out.shape[-1])
 
 
@@ -139,9 +214,10 @@ class MLPEncoder(nn.Module):
 
     hidden: Sequence[int] = (128, 128)
     latent_dim: int = 32
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.hidden:
-            x = nn.gelu(nn.Dense(width)(x))
-        return nn.Dense(self.latent_dim)(x)
+            x = nn.gelu(nn.Dense(width, dtype=self.dtype)(x))
+        return nn.Dense(self.latent_dim, dtype=self.dtype)(x).astype(jnp.float32)

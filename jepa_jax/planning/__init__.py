@@ -1,6 +1,7 @@
 """Planners over a world model's latent rollouts: gradient MPC, CEM and MPPI.
 
-See ``jepa_jax.planning.base`` for the shared interface (``make_planner``, ``Planner.plan``).
+See ``jepa_jax.planning.base`` for the shared interface (``make_planner``, ``Planner.plan``)
+and ``jepa_jax.planning.sharded`` for batches of problems split across devices.
 """
 
 from jepa_jax.planning.base import (
@@ -15,6 +16,7 @@ from jepa_jax.planning.base import (
     rollout,
     shift_plan,
 )
+from jepa_jax.planning.sharded import make_sharded_plan
 
 __all__ = [
     "COMMON_DEFAULTS",
@@ -25,6 +27,7 @@ __all__ = [
     "clip_by_norm",
     "default_config",
     "make_planner",
+    "make_sharded_plan",
     "rollout",
     "shift_plan",
 ]

@@ -9,7 +9,10 @@ and adds what a resumable training loop needs on top of it:
   bad newer steps are renamed to `<step>.corrupt-<ns>`, never deleted, so saving can go on);
 * atomic saves: orbax writes each step into a `<step>.orbax-checkpoint-tmp-*` directory and
   renames it when complete, so a SIGKILL mid-save leaves the older checkpoints intact; stale
-  tmp directories are removed on construction.
+  tmp directories are removed on construction;
+* any layout: restore places arrays as the abstract state's shardings say, whatever mesh
+  saved them (saved on 4 devices, restored on 1, and back). In a multi-process run every
+  process calls `save` and `restore` on a directory they all see; orbax coordinates them.
 
 Typed PRNG keys (`jax.random.key`) need no special handling: orbax 0.12 stores their uint32
 key data and rewraps them on restore when the abstract leaf has a key dtype.
@@ -146,8 +149,11 @@ class Checkpointer:
         """Deletes `<step>.orbax-checkpoint-tmp-*` dirs left behind by a save killed mid-way.
 
         Done synchronously here: orbax's own `cleanup_tmp_directories` runs in the background.
-        Assumes no other process is saving into this directory at the same time.
+        Assumes no other run is saving into this directory at the same time; in a
+        multi-process run process 0 alone removes them.
         """
+        if jax.process_index() != 0:
+            return
         for path in self.directory.glob(f"*{_TMP_SUFFIX}*"):
             logger.warning("removing incomplete checkpoint %s", path)
             shutil.rmtree(path, ignore_errors=True)
@@ -221,12 +227,16 @@ class Checkpointer:
         Orbax would otherwise keep treating them as the latest steps and refuse to save any
         step up to theirs after the resume.
         """
-        for step in steps:
+        for step in steps if jax.process_index() == 0 else ():
             src = self.directory / str(step)
             if src.exists():
                 dst = self.directory / f"{step}.corrupt-{time.time_ns()}"
                 os.replace(src, dst)
                 logger.warning("moved corrupt checkpoint %s aside to %s", src, dst.name)
+        if jax.process_count() > 1:  # the others wait for process 0's renames
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("checkpoint quarantine")
         self._manager.reload()
 
     def restore(self, abstract_state: Any, step: int | None = None) -> tuple[int, Any]:
@@ -360,11 +370,15 @@ def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
 _ABSENT = object()
 
 
-def _first_difference(there: Any, here: Any, prefix: str) -> tuple[str, Any, Any] | None:
+def _first_difference(
+    there: Any, here: Any, prefix: str, ignore: Sequence[str] = ()
+) -> tuple[str, Any, Any] | None:
+    if prefix in ignore:
+        return None
     if isinstance(there, dict) and isinstance(here, dict):
         for key in sorted(set(there) | set(here)):
             diff = _first_difference(
-                there.get(key, _ABSENT), here.get(key, _ABSENT), f"{prefix}.{key}"
+                there.get(key, _ABSENT), here.get(key, _ABSENT), f"{prefix}.{key}", ignore
             )
             if diff:
                 return diff
@@ -380,11 +394,14 @@ def check_config_compatible(
     workdir: str | os.PathLike,
     config: ml_collections.ConfigDict,
     keys: Sequence[str] = ("model", "env"),
+    ignore: Sequence[str] = (),
 ) -> None:
     """Raises `CheckpointError` if `workdir/config.json` differs from `config` in `keys`.
 
     Only the listed top-level sections are compared (e.g. training length or logging may
-    change on resume, the model may not). A workdir without config.json passes.
+    change on resume, the model may not), less the dotted paths in `ignore` (settings that
+    leave the parameters' meaning unchanged, e.g. `model.compute_dtype`; they may also be
+    absent from older runs). A workdir without config.json passes.
     """
     workdir = Path(workdir)
     stored = _read_config_json(workdir)
@@ -392,7 +409,9 @@ def check_config_compatible(
         return
     current = _config_to_jsonable(config)
     for key in keys:
-        diff = _first_difference(stored.get(key, _ABSENT), current.get(key, _ABSENT), key)
+        diff = _first_difference(
+            stored.get(key, _ABSENT), current.get(key, _ABSENT), key, tuple(ignore)
+        )
         if diff:
             path, there, here = diff
             raise CheckpointError(

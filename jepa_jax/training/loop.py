@@ -23,11 +23,12 @@ import numpy as np
 import optax
 from flax import struct
 
-from jepa_jax import diagnostics, envs
+from jepa_jax import diagnostics, envs, parallel
 from jepa_jax.data import offline
 from jepa_jax.envs import two_rooms, windy_rooms
 from jepa_jax.training import checkpoint as ckpt_lib
 from jepa_jax.training import metrics as metrics_lib
+from jepa_jax.training import online as online_lib
 from jepa_jax.training import plots
 from jepa_jax.training.objective import get_objective, infer_z, prior_nll
 from jepa_jax.world_model import WorldModel, make_world_model
@@ -49,6 +50,9 @@ class TrainState:
     opt_state: Any
     pred_opt_state: Any  # the predictor-only phase's optimizer (see ``Experiment``)
     rng: jax.Array
+    # Trajectories collected by planning in the world during the predictor phase (see
+    # ``training/online.py``); None when ``train.online_rounds`` is 0.
+    online: Any = None
 
 
 def env_params_from_config(cfg: ml_collections.ConfigDict):
@@ -120,6 +124,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"data.num_trajectories ({d.num_trajectories}) must be >= "
          f"train.predictor_batch_size ({t.predictor_batch_size})"),
     ]
+    rounds = t.get("online_rounds", 0)
+    if rounds:
+        horizon = config.planning.gradient.horizon
+        checks += [
+            (rounds >= 0, f"train.online_rounds must be >= 0, got {rounds}"),
+            (t.online_trajectories >= 1, f"train.online_trajectories must be >= 1, got "
+                                         f"{t.online_trajectories}"),
+            (0.0 < t.online_fraction < 1.0, f"train.online_fraction must be in (0, 1), got "
+                                            f"{t.online_fraction}"),
+            (t.predictor_steps > rounds, "train.online_rounds needs train.predictor_steps > "
+                                         "online_rounds (collection runs in that phase)"),
+            (horizon >= d.length - 1, f"train.online_rounds needs planning.gradient.horizon "
+                                      f">= data.length - 1 ({d.length - 1}), got {horizon}"),
+        ]
     for ok, msg in checks:
         if not ok:
             raise ValueError(msg)
@@ -145,6 +163,10 @@ class Experiment:
     and 0% after 3000 steps of batch 256). DINO-WM trains its predictor on a frozen encoder
     throughout; here the encoder is learned first.
 
+    The mesh comes from the config's ``parallel`` section (default: every device on the
+    ``data`` axis). The batch is split over that axis; train state and data set are
+    replicated (or the state FSDP-split). With one device it is the same code.
+
     With a latent variable (``model.z_dim > 0``) the second phase trains the posterior
     ``q(z | s, a, s')`` along with the predictor, on the same cached latents, with the loss
     ``MSE + (z_kl_coeff / sim_coeff) * KL`` (+ ``(z_prior_coeff / sim_coeff) * NLL`` of a
@@ -155,6 +177,15 @@ class Experiment:
     def __init__(self, config: ml_collections.ConfigDict):
         validate_config(config)
         self.config = config
+        self.pcfg = parallel.parallel_config(config)
+        self.mesh = parallel.make_mesh(self.pcfg)
+        axis = self.pcfg.data_axis
+        parallel.check_divisible(config.train.batch_size, self.mesh, axis, "train.batch_size")
+        if config.train.predictor_steps:
+            parallel.check_divisible(config.train.predictor_batch_size, self.mesh, axis,
+                                     "train.predictor_batch_size")
+        self.replicated = parallel.replicated(self.mesh)
+        self.batch_sharding = parallel.batch_sharding(self.mesh, axis)
         self.env = env_params_from_config(config.env)
         self.policy = policy_params_from_config(config.data)
         obs_shape = (self.env.img_size, self.env.img_size, 2)
@@ -165,16 +196,25 @@ class Experiment:
         root = jax.random.key(config.seed)
         self.data_key, self.init_key, self.rng_key, self.order_key = jax.random.split(root, 4)
         self._data: offline.Trajectories | None = None
-        self.update = jax.jit(self._update, donate_argnums=(0,))
-        self.predictor_update = jax.jit(self._predictor_update, donate_argnums=(0,))
+        self._collector = None  # online collection (built on first use)
+        self.state_sharding = parallel.tree_shardings(jax.eval_shape(self._init_state),
+                                                      self.mesh, self.pcfg)
+        rep, st = self.replicated, self.state_sharding
+        self.update = jax.jit(self._update, in_shardings=(st, rep), out_shardings=(st, rep),
+                              donate_argnums=(0,))
+        self.predictor_update = jax.jit(self._predictor_update,
+                                        in_shardings=(st, rep, rep, rep),
+                                        out_shardings=(st, rep), donate_argnums=(0,))
 
     @property
     def data(self) -> offline.Trajectories:
-        """The offline data set, generated on first use (deterministic from the seed)."""
+        """The offline data set, generated on first use (deterministic from the seed, so
+        every process generates the same one), replicated over the mesh."""
         if self._data is None:
             d = self.config.data
-            self._data = offline.generate(self.data_key, d.num_trajectories, d.length,
-                                          self.env, self.policy)
+            local = offline.generate(self.data_key, d.num_trajectories, d.length, self.env,
+                                     self.policy)
+            self._data = parallel.put_replicated(local, self.mesh)
         return self._data
 
     def phase2_params(self, params: Any) -> Any:
@@ -189,21 +229,35 @@ class Experiment:
             return {**params, **trained}
         return {**params, "predictor": trained}
 
-    def init_state(self) -> TrainState:
+    def _init_state(self) -> TrainState:
         params = self.wm.init(self.init_key)
+        t = self.config.train
+        rounds = t.get("online_rounds", 0)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=self.optimizer.init(params),
                           pred_opt_state=self.pred_optimizer.init(self.phase2_params(params)),
-                          rng=self.rng_key)
+                          rng=self.rng_key,
+                          online=(online_lib.empty(rounds * t.online_trajectories,
+                                                   self.config.data.length)
+                                  if rounds else None))
+
+    def init_state(self) -> TrainState:
+        """The initial state, laid out on the mesh (``state_sharding``)."""
+        return jax.jit(self._init_state, out_shardings=self.state_sharding)()
 
     def abstract_state(self) -> TrainState:
-        return jax.eval_shape(self.init_state)
+        """Shapes, dtypes and mesh shardings of the state (checkpoint restore target)."""
+        return parallel.with_shardings(jax.eval_shape(self._init_state), self.state_sharding)
 
     def _update(self, state: TrainState, data: offline.Trajectories):
         cfg = self.config
         idx = offline.batch_indices(self.order_key, cfg.data.num_trajectories,
                                     cfg.train.batch_size, state.step)
-        batch = offline.get_batch(data, idx, self.env)
+        # Split the indices over the data axis: each device gathers and renders only its
+        # own rows of the (global) batch; every process computes the same indices.
+        idx = jax.lax.with_sharding_constraint(idx, self.batch_sharding)
+        batch = jax.lax.with_sharding_constraint(offline.get_batch(data, idx, self.env),
+                                                 self.batch_sharding)
         key = jax.random.fold_in(state.rng, state.step)
 
         def loss_fn(params):
@@ -218,18 +272,45 @@ class Experiment:
 
     def encode_dataset(self, params: Any, data: offline.Trajectories,
                        chunk: int = 256) -> jax.Array:
-        """Latents (N, T, D) of every frame of the data set (for the predictor phase)."""
-        from jepa_jax.diagnostics import _encode_frames
+        """Latents (N, T, D) of every frame of the data set (for the predictor phase),
+        replicated over the mesh; each chunk of trajectories is split over the data axis."""
+        n_dev = parallel.axis_size(self.mesh, self.pcfg.data_axis)
+        chunk = max(n_dev, chunk - chunk % n_dev)
+        n = data.num_trajectories
+        num_chunks = -(-n // chunk)
 
-        return _encode_frames(self.wm, params, data, self.env, chunk=chunk)
+        def encode(params, data):
+            def one(sub):
+                sub = jax.lax.with_sharding_constraint(sub, self.batch_sharding)
+                return self.wm.encode(params, offline.render_batch(sub, self.env))
 
-    def _predictor_update(self, state: TrainState, latents: jax.Array, actions: jax.Array):
+            # Pad to whole chunks (one compile), encode chunk by chunk to bound memory.
+            padded = jax.tree.map(
+                lambda x: jnp.pad(x, [(0, num_chunks * chunk - n)] + [(0, 0)] * (x.ndim - 1),
+                                  mode="edge").reshape(num_chunks, chunk, *x.shape[1:]), data)
+            latents = jax.lax.map(one, padded)
+            return latents.reshape(num_chunks * chunk, *latents.shape[2:])[:n]
+
+        return jax.jit(encode, out_shardings=self.replicated)(params, data)
+
+    def _predictor_update(self, state: TrainState, latents: jax.Array, actions: jax.Array,
+                          num_online: jax.Array):
+        """One predictor step on ``latents`` (N + M, T, D) and ``actions`` (N + M, T-1, A):
+        the offline data set's N rows, then the online buffer's M rows of which the first
+        ``num_online`` are filled; a ``train.online_fraction`` of the batch comes from those
+        once there are any."""
         cfg = self.config
         step = state.step - cfg.train.num_steps
-        idx = offline.batch_indices(jax.random.fold_in(self.order_key, 1),
-                                    cfg.data.num_trajectories, cfg.train.predictor_batch_size,
-                                    step)
-        z, acts = latents[idx], actions[idx]
+        n, b = cfg.data.num_trajectories, cfg.train.predictor_batch_size
+        idx = offline.batch_indices(jax.random.fold_in(self.order_key, 1), n, b, step)
+        n_on = int(round(b * cfg.train.get("online_fraction", 0.0))) if latents.shape[0] > n else 0
+        if n_on:
+            k = jax.random.fold_in(jax.random.fold_in(self.order_key, 2), step)
+            on_idx = n + jax.random.randint(k, (n_on,), 0, jnp.maximum(num_online, 1))
+            idx = idx.at[b - n_on:].set(jnp.where(num_online > 0, on_idx, idx[b - n_on:]))
+        idx = jax.lax.with_sharding_constraint(idx, self.batch_sharding)
+        z, acts = jax.lax.with_sharding_constraint((latents[idx], actions[idx]),
+                                                   self.batch_sharding)
         if self.wm.z_dim:
             return self._predictor_z_update(state, z, acts)
 
@@ -276,6 +357,26 @@ class Experiment:
                              pred_opt_state=pred_opt_state), aux
 
 
+def _collect_online(exp: Experiment, state: TrainState, round_index: int,
+                    main: bool) -> TrainState:
+    """Runs online collection round ``round_index`` and writes it into ``state.online``."""
+    from jepa_jax.planning_eval import build_planner  # imports this module
+
+    t = exp.config.train
+    if exp._collector is None:
+        planner = build_planner(exp, exp.config, "gradient")
+        exp._collector = online_lib.make_collector(planner, exp.env, exp.config.data.length,
+                                                   margin=exp.config.planning.start_goal_margin)
+    t0 = time.time()
+    key = jax.random.fold_in(jax.random.fold_in(state.rng, 7), round_index)
+    trajs = jax.block_until_ready(exp._collector(state.params, key, t.online_trajectories))
+    online = online_lib.write(state.online, trajs, round_index * t.online_trajectories)
+    if main:
+        print(f"online round {round_index + 1}: {t.online_trajectories} planned trajectories "
+              f"executed in {time.time() - t0:.1f} s", flush=True)
+    return state.replace(online=online)
+
+
 def _check_health(step: int, metrics: dict[str, float], cfg: ml_collections.ConfigDict):
     for name, value in metrics.items():
         if not math.isfinite(value):
@@ -290,7 +391,12 @@ def _check_health(step: int, metrics: dict[str, float], cfg: ml_collections.Conf
 
 def run_diagnostics(exp: Experiment, params: Any, data: diagnostics.DiagnosticData,
                     workdir: Path | None = None) -> dict[str, float]:
-    """Diagnostics metrics; with a workdir also writes the PNGs there."""
+    """Diagnostics metrics; with a workdir also writes the PNGs there.
+
+    They run on this process's first device, on a host copy of the parameters (every
+    process computes the same numbers; no collectives).
+    """
+    params = jax.device_put(parallel.to_host(params), jax.local_devices()[0])
     metrics, arrays = diagnostics.evaluate_world_model(exp.wm, params, data, exp.env)
     if workdir is not None:
         plots.save_probe_plot(workdir / "probe.png", arrays, metrics)
@@ -305,13 +411,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
 
     ``stop_after``: simulate an interruption by raising ``KeyboardInterrupt`` once that
     step has run (tests use it to check that resuming reproduces an uninterrupted run).
+
+    With several processes (``parallel.coordinator_address`` etc., or the ``JAX_*``
+    variables) every process runs this same function on the same ``workdir``; all of them
+    save and restore the checkpoints, and process 0 alone writes the logs and files.
     """
+    parallel.initialize(parallel.parallel_config(config))  # before any JAX computation
+    main = parallel.is_main_process()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt_lib.check_config_compatible(workdir, config, keys=("model", "env", "data", "loss",
-                                                           "seed"))
+                                                           "seed"),
+                                     ignore=("model.compute_dtype",))
     exp = Experiment(config)
-    ckpt_lib.save_config(workdir, config)
+    parallel.sync("config checked")  # before process 0 overwrites config.json
+    if main:
+        ckpt_lib.save_config(workdir, config)
     tcfg = config.train
     final_path = workdir / "final_metrics.json"
     checkpointer = ckpt_lib.Checkpointer(workdir / "checkpoints", max_to_keep=tcfg.max_to_keep)
@@ -320,16 +435,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     if checkpointer.latest_step() is not None:
         start, state = checkpointer.restore(exp.abstract_state())
         log.info("resumed from step %d in %s", start, workdir)
-        print(f"resuming from step {start} in {workdir}", flush=True)
-    writer = metrics_lib.MetricsWriter(workdir, resume_step=start if start else None)
+        if main:
+            print(f"resuming from step {start} in {workdir}", flush=True)
+    writer = (metrics_lib.MetricsWriter(workdir, resume_step=start if start else None)
+              if main else metrics_lib.NullWriter())
     diag = diagnostics.make_diagnostic_data(
         jax.random.key(config.diagnostics.seed), exp.env, exp.policy,
         num_probe=config.diagnostics.num_probe, num_heldout=config.diagnostics.num_heldout,
         num_wall=config.diagnostics.num_wall)
     data = exp.data
     total = tcfg.num_steps + tcfg.predictor_steps
-    bar = metrics_lib.ProgressBar(total, initial=start, enabled=progress, desc="train")
+    bar = metrics_lib.ProgressBar(total, initial=start, enabled=progress and main,
+                                  desc="train")
     cache = None
+    rounds = tcfg.get("online_rounds", 0)
+    collect_at = online_lib.round_steps(tcfg.predictor_steps, rounds)
     pending: list[dict[str, jax.Array]] = []
     t_last, step_last = time.time(), start
     final: dict[str, float] = {}
@@ -338,9 +458,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
             if step < tcfg.num_steps:
                 state, aux = exp.update(state, data)
             else:
+                local = step - tcfg.num_steps
                 if cache is None:  # entering the predictor phase (or resuming inside it)
                     cache = exp.encode_dataset(state.params, data)
-                state, aux = exp.predictor_update(state, cache, data.actions)
+                    lat, acts = cache, data.actions
+                if rounds and local in collect_at:
+                    state = _collect_online(exp, state, collect_at.index(local), main)
+                    lat = jnp.concatenate([cache, exp.encode_dataset(state.params,
+                                                                     state.online)])
+                    acts = jnp.concatenate([data.actions, state.online.actions])
+                elif rounds and lat is cache:  # resumed: the buffer came with the state
+                    lat = jnp.concatenate([cache, exp.encode_dataset(state.params,
+                                                                     state.online)])
+                    acts = jnp.concatenate([data.actions, state.online.actions])
+                filled = sum(s <= local for s in collect_at) * tcfg.get("online_trajectories", 0)
+                state, aux = exp.predictor_update(state, lat, acts, jnp.int32(filled))
             pending.append(aux)
             done = step + 1
             if done % tcfg.log_every == 0 or done in (tcfg.num_steps, total):
@@ -366,19 +498,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
             is_eval = tcfg.eval_every and done % tcfg.eval_every == 0
             if is_eval or done == total:
                 final = run_diagnostics(exp, state.params, diag,
-                                        workdir if done == total else None)
+                                        workdir if done == total and main else None)
                 writer.write_scalars(done, {f"eval/{k}": v for k, v in final.items()})
                 writer.flush()
         if not final:  # resumed after the last step
             if final_path.exists():
                 final = json.loads(final_path.read_text())
             else:
-                final = run_diagnostics(exp, state.params, diag, workdir)
+                final = run_diagnostics(exp, state.params, diag, workdir if main else None)
     finally:
         bar.close()
         checkpointer.close()
         writer.close()
-    final_path.write_text(json.dumps(final, indent=2))
+    if main:
+        final_path.write_text(json.dumps(final, indent=2))
     return final
 
 

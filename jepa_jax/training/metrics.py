@@ -207,6 +207,23 @@ class MetricsWriter:
         self.close()
 
 
+class NullWriter:
+    """A ``MetricsWriter`` that writes nothing (processes other than 0 of a multi-process
+    run: process 0 alone logs)."""
+
+    def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+        del step, scalars
+
+    def write_image(self, step: int, name: str, image: Any) -> None:
+        del step, name, image
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class ProgressBar:
     """tqdm bar over training steps showing steps/s, ETA and a few metrics.
 

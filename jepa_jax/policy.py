@@ -1,0 +1,213 @@
+"""Mode-1: a reactive policy ``pi(s, g) -> a`` distilled from Mode-2's plans.
+
+Behaviour cloning regresses the policy's action onto the planner's first action at states
+the agent visited in closed loop; DAgger-style relabelling then runs the policy itself,
+asks the planner what it would do at the states the *policy* reached, and refits on the
+union (``jepa_jax.agent_setup.train_mode1`` runs those rounds)::
+
+    policy = make_policy(cfg, latent_dim=D, action_dim=2, action_bound=2.45)
+    params = policy.init(key)
+    params, metrics = train_policy(policy, params, demos, cfg, key)   # demos: (s, g, a*)
+    a = policy.act(params, s, g)                                      # one MLP call
+
+``warm_start_actions`` rolls the policy out through the world model for H steps; that
+sequence initialises Mode-2's optimiser, which then needs fewer iterations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from jepa_jax import head_checkpoint
+from jepa_jax.networks.heads import PolicyNet
+
+DEFAULTS: dict[str, Any] = {
+    "hidden": (256, 256),
+    "num_steps": 3000,  # Adam updates per fit
+    "batch_size": 512,
+    "learning_rate": 1e-3,
+}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Policy:
+    """A configured Mode-1 policy (hashes by identity: a valid static jit argument)."""
+
+    net: PolicyNet
+    latent_dim: int
+
+    @property
+    def action_dim(self) -> int:
+        return self.net.action_dim
+
+    @property
+    def action_bound(self) -> float:
+        return self.net.action_bound
+
+    def init(self, key: jax.Array) -> Any:
+        s = jnp.zeros((1, self.latent_dim), jnp.float32)
+        return self.net.init(key, s, s)
+
+    def act(self, params: Any, s: jax.Array, g: jax.Array) -> jax.Array:
+        """``pi(s, g)``: s, g (..., D) -> (..., A), inside the action bound."""
+        if s.shape[-1] != self.latent_dim:
+            raise ValueError(f"policy takes latents of dimension {self.latent_dim}, got "
+                             f"{s.shape[-1]}")
+        return self.net.apply(params, s, g)
+
+    def meta(self) -> dict[str, Any]:
+        return {"latent_dim": self.latent_dim, "hidden": list(self.net.hidden),
+                "action_dim": self.action_dim, "action_bound": self.action_bound}
+
+
+def make_policy(cfg: Mapping[str, Any] | Any, latent_dim: int, action_dim: int,
+                action_bound: float) -> Policy:
+    """Builds a ``Policy`` from a config section (keys of ``DEFAULTS``; others ignored)."""
+    c = _with_defaults(cfg)
+    validate(c)
+    if not action_bound > 0:
+        raise ValueError(f"action_bound must be > 0, got {action_bound!r}")
+    return Policy(net=PolicyNet(action_dim=int(action_dim), hidden=tuple(c["hidden"]),
+                                action_bound=float(action_bound)), latent_dim=int(latent_dim))
+
+
+def validate(c: Mapping[str, Any]) -> None:
+    for key in ("num_steps", "batch_size"):
+        if not isinstance(c[key], int) or c[key] < 1:
+            raise ValueError(f"policy {key} must be an integer >= 1, got {c[key]!r}")
+    if not c["learning_rate"] > 0:
+        raise ValueError(f"policy learning_rate must be > 0, got {c['learning_rate']!r}")
+
+
+@struct.dataclass
+class Demonstrations:
+    """Labelled states: ``state`` (N, D), ``goal`` (N, D), ``action`` (N, A) (the planner's
+    first action there)."""
+
+    state: jax.Array
+    goal: jax.Array
+    action: jax.Array
+
+    @property
+    def size(self) -> int:
+        return self.state.shape[0]
+
+
+def concat_demos(parts: list[Demonstrations]) -> Demonstrations:
+    return jax.tree.map(lambda *x: jnp.concatenate(x, 0), *parts)
+
+
+def bc_loss(policy: Policy, params: Any, s: jax.Array, g: jax.Array, target: jax.Array,
+            weights: jax.Array | None = None) -> jax.Array:
+    """Distillation loss: the (weighted) mean over the batch of ``|pi(s, g) - a*|^2``.
+
+    Args:
+      s, g: (B, D). target: (B, A) the planner's actions. weights: optional (B,) >= 0.
+
+    Returns:
+      Scalar; with weights, ``sum_i w_i |.|^2 / sum_i w_i``.
+    """
+    if target.shape != (*s.shape[:-1], policy.action_dim):
+        raise ValueError(f"targets have shape {target.shape}, expected "
+                         f"{(*s.shape[:-1], policy.action_dim)}")
+    err = jnp.sum(jnp.square(policy.act(params, s, g) - target), -1)
+    if weights is None:
+        return jnp.mean(err)
+    if weights.shape != err.shape:
+        raise ValueError(f"weights have shape {weights.shape}, expected {err.shape}")
+    return jnp.sum(weights * err) / jnp.maximum(jnp.sum(weights), 1e-12)
+
+
+def train_policy(policy: Policy, params: Any, demos: Demonstrations,
+                 cfg: Mapping[str, Any] | Any, key: jax.Array,
+                 progress_fn: Callable[[int, dict[str, float]], None] | None = None
+                 ) -> tuple[Any, dict[str, Any]]:
+    """Behaviour cloning on ``demos``: ``num_steps`` Adam updates on random minibatches."""
+    c = _with_defaults(cfg)
+    validate(c)
+    if demos.size == 0:
+        raise ValueError("no demonstrations to train the policy on")
+    params, losses = _fit(policy, float(c["learning_rate"]), c["num_steps"], c["batch_size"],
+                          params, demos, key)
+    losses = np.asarray(losses)
+    metrics = {"num_demos": demos.size, "loss_first": float(losses[:50].mean()),
+               "loss_last": float(losses[-50:].mean())}
+    if progress_fn is not None:
+        progress_fn(c["num_steps"], metrics)
+    return params, metrics
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _fit(policy, lr, num, batch, params, demos, key):
+    # Cosine decay to 5%: the last updates average over the minibatch noise of the labels.
+    tx = optax.adam(optax.cosine_decay_schedule(lr, num, alpha=0.05))
+
+    def step(carry, k):
+        p, o = carry
+        idx = jax.random.randint(k, (batch,), 0, demos.size)
+        loss, grads = jax.value_and_grad(
+            lambda q: bc_loss(policy, q, demos.state[idx], demos.goal[idx],
+                              demos.action[idx]))(p)
+        updates, o = tx.update(grads, o, p)
+        return (optax.apply_updates(p, updates), o), loss
+
+    (params, _), losses = jax.lax.scan(step, (params, tx.init(params)),
+                                       jax.random.split(key, num))
+    return params, losses
+
+
+def warm_start_actions(policy: Policy, policy_params: Any, predict: Callable[..., jax.Array],
+                       wm_params: Any, s0: jax.Array, goal: jax.Array, horizon: int
+                       ) -> tuple[jax.Array, jax.Array]:
+    """The policy rolled out through the world model: ``a_t = pi(s_t, g)``,
+    ``s_{t+1} = predict(wm_params, s_t, a_t)``.
+
+    Returns:
+      ``(actions (H, A), states (H, D))``: an initial action sequence for a planner.
+    """
+    def body(s, _):
+        a = policy.act(policy_params, s, goal)
+        s_next = predict(wm_params, s, a)
+        return s_next, (a, s_next)
+
+    _, (actions, states) = jax.lax.scan(body, s0, None, length=horizon)
+    return actions, states
+
+
+def save_policy(directory: str | Path, policy: Policy, params: Any,
+                extra: dict[str, Any] | None = None) -> Path:
+    return head_checkpoint.save_head(directory, "policy", params,
+                                     {**policy.meta(), **(extra or {})})
+
+
+def load_policy(directory: str | Path, latent_dim: int) -> tuple[Policy, Any]:
+    """``(policy, params)``; a one-line error if trained on another latent dimension."""
+    params, meta = head_checkpoint.load_head(directory, "policy", latent_dim)
+    if head_checkpoint.first_kernel_in_dim(params) != 3 * latent_dim:
+        raise head_checkpoint.HeadCheckpointError(
+            f"policy checkpoint in {directory} does not match latent dimension {latent_dim}")
+    policy = make_policy({"hidden": tuple(meta["hidden"])}, latent_dim, meta["action_dim"],
+                         meta["action_bound"])
+    return policy, params
+
+
+def _with_defaults(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
+    if cfg is None:
+        values = {}
+    elif hasattr(cfg, "to_dict"):
+        values = dict(cfg.to_dict())
+    else:
+        values = dict(cfg)
+    out = dict(DEFAULTS)
+    out.update({k: v for k, v in values.items() if k in DEFAULTS})
+    return out
