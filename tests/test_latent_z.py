@@ -472,3 +472,12 @@ def test_missing_kl_coeff_is_refused():
                                  ["--config.model.z_dim=2"])
     with pytest.raises(ValueError, match="loss.z_kl_coeff"):
         loop.Experiment(config)
+
+
+def test_online_rounds_on_the_windy_world_are_refused():
+    config = tiny()
+    with config.unlocked():
+        config.train.update(online_rounds=1, online_trajectories=4, online_fraction=0.25)
+    config.planning.gradient.horizon = 16
+    with pytest.raises(ValueError, match="online_rounds supports env.name='two_rooms' only"):
+        loop.validate_config(config)

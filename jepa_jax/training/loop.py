@@ -137,6 +137,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                                          "online_rounds (collection runs in that phase)"),
             (horizon >= d.length - 1, f"train.online_rounds needs planning.gradient.horizon "
                                       f">= data.length - 1 ({d.length - 1}), got {horizon}"),
+            # training/online.py steps Two-Rooms' deterministic transition.
+            (config.env.get("name", "two_rooms") == "two_rooms",
+             f"train.online_rounds supports env.name='two_rooms' only, got "
+             f"{config.env.get('name')!r}"),
         ]
     for ok, msg in checks:
         if not ok:
