@@ -167,3 +167,30 @@ def test_config_save_load_and_compat(tmp_path):
         f"workdir {tmp_path} holds a run with a different config: "
         "model.latent_dim is 32 there, 64 here (use a new --workdir)"
     )
+
+
+def test_restore_leaves_a_newer_none_field_none(tmp_path):
+    # A checkpoint written before a dataclass field was added (e.g. TrainState.online, None
+    # when unused) restores into the newer dataclass with that field left None.
+    from flax import struct
+
+    @struct.dataclass
+    class Old:
+        params: dict
+        step: int
+
+    @struct.dataclass
+    class New:
+        params: dict
+        step: int
+        online: object = None
+
+    ckpt = Checkpointer(tmp_path / "ckpt", async_save=False)
+    w = jnp.arange(6, dtype=jnp.float32).reshape(2, 3)
+    assert ckpt.save(1, Old(params={"w": w}, step=jnp.int32(3)))
+    step, restored = ckpt.restore(jax.eval_shape(lambda: New(params={"w": w},
+                                                             step=jnp.int32(3))))
+    assert step == 1 and isinstance(restored, New) and restored.online is None
+    np.testing.assert_array_equal(restored.params["w"], w)
+    assert int(restored.step) == 3
+    ckpt.close()

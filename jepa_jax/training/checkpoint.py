@@ -20,6 +20,7 @@ key data and rewraps them on restore when the abstract leaf has a key dtype.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -211,6 +212,21 @@ class Checkpointer:
                     f"{where}: {path} has shape {have}, the config expects {want}"
                 )
 
+    def _restore_step(self, step: int, tree: Any, abstract: Any) -> Any:
+        """Restores ``step`` into ``abstract``. A dataclass field that is None in ``abstract``
+        and absent from the stored ``tree`` (a field added since, e.g. ``TrainState.online``)
+        is left None: orbax would otherwise refuse the tree structure."""
+        absent = []
+        if dataclasses.is_dataclass(abstract) and isinstance(tree, dict):
+            absent = [f.name for f in dataclasses.fields(abstract)
+                      if getattr(abstract, f.name) is None and f.name not in tree]
+        if not absent:
+            return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        target = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract)
+                  if f.name not in absent}
+        restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
+        return abstract.replace(**restored)
+
     def _read_metadata(self, step: int) -> Any:
         """The stored tree of step metadata; raises on a missing/unreadable checkpoint."""
         if not self._is_committed(step):
@@ -287,7 +303,7 @@ class Checkpointer:
             # A mismatch is a model/config problem, not corruption: older steps won't fit either.
             self._check_matches(candidate, tree, abstract)
             try:
-                state = self._manager.restore(candidate, args=ocp.args.StandardRestore(abstract))
+                state = self._restore_step(candidate, tree, abstract)
             except Exception as exc:
                 failures.append((candidate, _describe(exc)))
                 logger.warning(
