@@ -219,6 +219,9 @@ def load_trained(workdir: str | Path, overrides=()) -> tuple[Any, ...]:
     workdir = Path(workdir)
     config = ckpt_lib.load_config(workdir)
     _tuples(config)
+    if "layouts" not in config.planning:  # workdirs from before the key existed
+        config.planning.layouts = "heldout"
+    config.lock()
     apply_overrides(config, list(overrides))
     env, wm, l2 = build(config)
     path = workdir / PARAMS_FILE

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -96,3 +97,145 @@ class TestMazeData:
         assert batch.obs.shape == (4, 5, 21, 21, 2) and batch.actions.shape == (4, 4, 2)
         with pytest.raises(ValueError, match="length >= 2"):
             maze_data.generate(jax.random.key(0), 8, 1, P, [0])
+
+
+# ------------------------------------------------------------------------- level 2 and planning
+
+from jepa_jax import hierarchy  # noqa: E402
+from jepa_jax.planning.hierarchical import make_hierarchical_planner  # noqa: E402
+
+
+def _np_level2_loss(pred, emb, mean, log_var, sim, std, cov, kl):
+    inv = np.mean((pred - emb[:, 1:]) ** 2)
+    var_terms, cov_terms = [], []
+    for t in range(emb.shape[1]):
+        x = emb[:, t]
+        s = np.sqrt(x.var(0, ddof=1) + 1e-4)
+        var_terms.append(np.mean(np.maximum(0.0, 1.0 - s)))
+        xc = x - x.mean(0)
+        c = xc.T @ xc / (x.shape[0] - 1)
+        off = c - np.diag(np.diag(c))
+        cov_terms.append((off**2).sum() / x.shape[1])
+    kl_term = np.mean(0.5 * np.sum(np.exp(log_var) + mean**2 - 1 - log_var, -1))
+    return sim * inv + std * np.mean(var_terms) + cov * np.mean(cov_terms) + kl * kl_term
+
+
+class TestLevel2Loss:
+    def test_matches_numpy(self):
+        rng = np.random.default_rng(0)
+        emb = rng.normal(size=(6, 4, 5)).astype(np.float32) * 0.7
+        pred = rng.normal(size=(6, 3, 5)).astype(np.float32)
+        mean = rng.normal(size=(6, 3, 2)).astype(np.float32)
+        log_var = rng.normal(size=(6, 3, 2)).astype(np.float32) * 0.3
+        coeffs = dict(sim_coeff=2.0, std_coeff=3.0, cov_coeff=0.5, kl_coeff=0.1)
+        loss, aux = jax.jit(lambda *a: hierarchy.level2_loss(*a, **coeffs))(
+            pred, emb, mean, log_var)
+        expected = _np_level2_loss(pred, emb, mean, log_var, 2.0, 3.0, 0.5, 0.1)
+        np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
+        assert set(aux) >= {"invariance", "variance", "covariance", "action_kl"}
+
+    def test_shape_errors(self):
+        emb = jnp.zeros((4, 3, 5))
+        with pytest.raises(ValueError, match="abstract actions must have shape"):
+            hierarchy.level2_loss(jnp.zeros((4, 2, 5)), emb, jnp.zeros((4, 3, 2)),
+                                  jnp.zeros((4, 3, 2)))
+        with pytest.raises(ValueError, match="same shape"):
+            hierarchy.level2_loss(jnp.zeros((4, 2, 5)), emb, jnp.zeros((4, 2, 2)),
+                                  jnp.zeros((4, 2, 3)))
+        with pytest.raises(ValueError, match="predicted must have shape"):
+            hierarchy.level2_loss(jnp.zeros((4, 3, 5)), emb, jnp.zeros((4, 3, 2)),
+                                  jnp.zeros((4, 3, 2)))
+
+
+@pytest.fixture(scope="module")
+def tiny_models():
+    from experiments.mazes import get_config
+    from jepa_jax.hjepa_training import build
+
+    config = get_config("tiny")
+    env, wm, l2 = build(config)
+    params = {"l1": wm.init(jax.random.key(0)), "l2": l2.init(jax.random.key(1))}
+    return config, env, wm, l2, params
+
+
+class TestLevel2Model:
+    def test_span_below_two(self, tiny_models):
+        config, _, wm, _, _ = tiny_models
+        for k in (1, 0, 2.5):
+            cfg = ml_collections.ConfigDict({**config.level2.to_dict(), "span": k})
+            with pytest.raises(ValueError, match="span k must be an integer >= 2"):
+                hierarchy.make_level2(cfg, wm)
+
+    def test_shapes(self, tiny_models):
+        config, env, wm, l2, params = tiny_models
+        k, d1, d2, u = l2.span, wm.latent_dim, l2.latent_dim, l2.action_dim
+        assert d2 == wm.keypoint_dims + config.level2.latent_dim
+        s1 = jax.random.normal(jax.random.key(2), (3, 2 * k + 1, d1))
+        acts = jnp.ones((3, 2 * k, 2))
+        s2 = l2.encode(params["l2"], s1)
+        assert s2.shape == (3, 2 * k + 1, d2)
+        np.testing.assert_array_equal(s2[..., :wm.keypoint_dims], s1[..., :wm.keypoint_dims])
+        uu, mean, log_var = l2.infer_action(params["l2"], jax.random.key(3), s2[:, 0],
+                                            acts[:, :k], s2[:, k])
+        assert uu.shape == mean.shape == log_var.shape == (3, u)
+        assert l2.rollout(params["l2"], s2[:, 0], jnp.zeros((3, 5, u))).shape == (3, 5, d2)
+        loss, aux = jax.jit(lambda p: hierarchy.level2_objective(
+            l2, p, s1, acts, jax.random.key(4), config.level2))(params["l2"])
+        assert np.isfinite(float(loss)) and "action_kl" in aux
+        with pytest.raises(ValueError, match="segment actions"):
+            l2.posterior(params["l2"], s2[:, 0], acts[:, :k + 1], s2[:, k])
+        # Gradients reach the encoder and predictor (the posterior's and the predictor's last
+        # layers start at zero, so the posterior's gradient is zero at initialisation).
+        grads = jax.grad(lambda p: hierarchy.level2_objective(
+            l2, p, s1, acts, jax.random.key(4), config.level2)[0])(params["l2"])
+        for name in ("encoder", "predictor"):
+            assert any(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads[name]))
+
+
+class TestHierarchicalPlanner:
+    def test_plan_interface_jit_and_state(self, tiny_models):
+        config, env, wm, l2, params = tiny_models
+        planner = make_hierarchical_planner(wm, l2, dict(
+            config.planning.hierarchical.to_dict(), action_bound=env.action_bound, shift=2))
+        walls = mazes.make_layout(0, env)
+        obs = mazes.render(jnp.array([2.5, 2.5]), walls, env)
+        goal = mazes.render(jnp.array([17.5, 17.5]), walls, env)
+        state = planner.init_state(action_dim=2)
+        plan = jax.jit(planner.plan)
+        actions, info = plan(params, obs, goal, jax.random.key(0), state)
+        h = config.planning.hierarchical.horizon
+        assert actions.shape == (h, 2)
+        assert float(jnp.linalg.norm(actions, axis=-1).max()) <= env.action_bound + 1e-5
+        assert info["subgoals"].shape == (config.planning.hierarchical.high_horizon,
+                                          l2.latent_dim)
+        assert jax.tree.map(jnp.shape, info["state"]) == jax.tree.map(jnp.shape, state)
+        # A second call with the carried state reuses the compiled function.
+        actions2, _ = plan(params, obs, goal, jax.random.key(1), info["state"])
+        assert actions2.shape == (h, 2) and plan._cache_size() == 1
+
+    def test_bad_config(self, tiny_models):
+        _, _, wm, l2, _ = tiny_models
+        with pytest.raises(ValueError, match="unknown hierarchical planner config keys"):
+            make_hierarchical_planner(wm, l2, {"nope": 1})
+        with pytest.raises(ValueError, match="high_horizon must be an integer >= 1"):
+            make_hierarchical_planner(wm, l2, {"high_horizon": 0})
+        with pytest.raises(ValueError, match="exceeds the level-1 horizon"):
+            make_hierarchical_planner(wm, l2, {"horizon": 4, "shift": 5})
+
+
+def test_tiny_end_to_end(tmp_path, capsys):
+    """Train the tiny preset (both stages), then evaluate both planners on held-out mazes."""
+    from jepa_jax import evaluate, train
+
+    workdir = str(tmp_path / "run")
+    assert train.main(["--config", "experiments/mazes.py:tiny", "--workdir", workdir,
+                       "--no-progress"]) == 0
+    for name in ("hierarchical", "gradient"):
+        assert evaluate.main(["--workdir", workdir, "--planner", name]) == 0
+        out = capsys.readouterr().out
+        assert f"{name} (heldout layouts): success_rate=" in out
+        result = __import__("json").loads((tmp_path / "run" / f"eval_{name}.json").read_text())
+        assert result["num_episodes"] == 2 and result["ms_per_action"] > 0
+        assert (tmp_path / "run" / f"eval_{name}.png").exists()
+    assert evaluate.main(["--workdir", workdir, "--planner", "cem"]) == 1
+    assert "supports --planner gradient or hierarchical" in capsys.readouterr().err
