@@ -28,14 +28,18 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
 
     # Random walks that re-draw their heading after a blocked move (jepa_jax/data/mazes.py).
     c.data = ml_collections.ConfigDict(dict(
-        num_trajectories=4096, length=33, step_min=0.3, step_max=1.0, angle_noise=0.3))
+        num_trajectories=4096, length=33, step_min=0.3, step_max=1.0, angle_noise=0.3,
+        push_prob=0.5))
 
-    # Level 1: the Core JEPA (see experiments/two_rooms.py for what each key does).
+    # Level 1: the Core JEPA (see experiments/two_rooms.py for what each key does), plus an
+    # egocentric 7x7 glimpse of the wall channel around the agent keypoint (local walls, the
+    # same function of the pixels in every layout).
     c.model = ml_collections.ConfigDict(dict(
         encoder="conv", stem_factor=2, channels=(16,), num_keypoints=1, global_dim=24,
         keypoint_scale=6.0, keypoint_channels=(0,), keypoint_kernel=1,
         keypoint_init_temperature=0.02, layout_keypoints=0, layout_channels=(),
-        layout_kernel=5, latent_dim=0, mlp_hidden=(128,), predictor_hidden=(128, 128),
+        layout_kernel=5, glimpse_radius=3, glimpse_channels=(1,), latent_dim=0,
+        mlp_hidden=(128,), predictor_hidden=(128, 128),
         action_scale=1.0, z_dim=0, inverse_dynamics_hidden=(64,), compute_dtype="float32"))
     c.loss = ml_collections.ConfigDict(dict(
         name="jepa", sim_coeff=100.0, std_coeff=10.0, cov_coeff=1.0, regularizer="vicreg",

@@ -73,7 +73,7 @@ def build(config: ml_collections.ConfigDict):
 def make_data(config, env, key=None, seeds=None, num=None) -> maze_data.MazeTrajectories:
     d = config.data
     walk = maze_data.WalkParams(step_min=d.step_min, step_max=d.step_max,
-                                angle_noise=d.angle_noise)
+                                angle_noise=d.angle_noise, push_prob=d.get("push_prob", 0.0))
     key = jax.random.key(config.seed) if key is None else key
     seeds = mazes.train_seeds(env) if seeds is None else seeds
     return maze_data.generate(key, num or d.num_trajectories, d.length, env, seeds, walk)

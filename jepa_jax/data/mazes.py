@@ -3,7 +3,8 @@
 Each trajectory draws one layout from the given seeds, a start near a random cell centre
 and a heading; every step the heading drifts by Gaussian noise and the step length is drawn
 from ``[step_min, step_max] * action_bound``; after a blocked move (a wall) a new heading is
-drawn uniformly, so the walk explores corridors instead of pushing into a wall for long.
+drawn uniformly (except with probability ``push_prob``, which keeps pushing: data with many
+blocked moves teaches the predictor the walls), so the walk explores corridors.
 As in :mod:`jepa_jax.data.offline`, only true positions, layouts and actions are stored;
 observations are rendered inside jitted code (exact, and far smaller than images).
 """
@@ -44,6 +45,7 @@ class WalkParams:
     step_min: float = 0.3
     step_max: float = 1.0
     angle_noise: float = 0.3
+    push_prob: float = 0.0  # after a blocked move, keep the heading (push on) this often
 
 
 def _one(key, walls, length: int, env: mazes.MazeParams, wp: WalkParams):
@@ -60,7 +62,9 @@ def _one(key, walls, length: int, env: mazes.MazeParams, wp: WalkParams):
         action = size * jnp.stack([jnp.cos(heading), jnp.sin(heading)])
         nxt = mazes.transition(pos, action, walls, env)
         blocked = jnp.all(nxt == pos)
-        heading = jnp.where(blocked, jax.random.uniform(k_new, (), maxval=2 * math.pi), heading)
+        k_new, k_push = jax.random.split(k_new)
+        redraw = blocked & (jax.random.uniform(k_push) >= wp.push_prob)
+        heading = jnp.where(redraw, jax.random.uniform(k_new, (), maxval=2 * math.pi), heading)
         return (nxt, heading), (nxt, action)
 
     _, (rest, actions) = jax.lax.scan(body, (pos0, heading0), jax.random.split(k_steps,
