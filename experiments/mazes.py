@@ -33,12 +33,13 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
 
     # Level 1: the Core JEPA (see experiments/two_rooms.py for what each key does), plus an
     # egocentric 7x7 glimpse of the wall channel around the agent keypoint (local walls, the
-    # same function of the pixels in every layout).
+    # same function of the pixels in every layout) and the wall channel every 3rd pixel (a
+    # raw map of the maze; both parameter-free, see ConvEncoder).
     c.model = ml_collections.ConfigDict(dict(
         encoder="conv", stem_factor=2, channels=(16,), num_keypoints=1, global_dim=24,
         keypoint_scale=6.0, keypoint_channels=(0,), keypoint_kernel=1,
         keypoint_init_temperature=0.02, layout_keypoints=0, layout_channels=(),
-        layout_kernel=5, glimpse_radius=3, glimpse_channels=(1,), latent_dim=0,
+        layout_kernel=5, glimpse_radius=3, glimpse_channels=(1,), map_stride=3, latent_dim=0,
         mlp_hidden=(128,), predictor_hidden=(128, 128),
         action_scale=1.0, z_dim=0, inverse_dynamics_hidden=(64,), compute_dtype="float32"))
     c.loss = ml_collections.ConfigDict(dict(
@@ -47,10 +48,11 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         straightness_coeff=0.0, temporal_std_coeff=1.0,
         pred_grad_scale_keypoints=0.05, pred_grad_scale_global=1.0))
 
-    # Level 2 (jepa_jax/hierarchy.py): k level-1 steps per abstract step.
+    # Level 2 (jepa_jax/hierarchy.py): k level-1 steps per abstract step; keep_all passes the
+    # whole level-1 embedding (position, glimpse, map) into the abstract state.
     c.level2 = ml_collections.ConfigDict(dict(
-        span=8, latent_dim=16, action_dim=4, hidden=(128,), predictor_hidden=(128, 128),
-        posterior_hidden=(128,), keep_keypoints=True,
+        span=8, latent_dim=16, action_dim=4, hidden=(128,), predictor_hidden=(256, 256),
+        posterior_hidden=(128,), keep_keypoints=True, keep_all=True,
         sim_coeff=25.0, std_coeff=10.0, cov_coeff=1.0, kl_coeff=0.05))
 
     # Stage 1 trains level 1 on windows of ``window`` frames; stage 2 trains level 2 on the
@@ -62,7 +64,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     # Closed-loop evaluation (python -m jepa_jax.evaluate --planner gradient|hierarchical).
     c.planning = ml_collections.ConfigDict(dict(
         episodes=100, env_steps=160, replan_every=4, seed=2024, batch_size=100, min_cells=6,
-        success_radius=1.5, heldout_layouts=100, layouts="heldout"))
+        success_radius=1.5, heldout_layouts=100, layouts="heldout", cost_raw_pixels=True))
     c.planning.cost = ml_collections.ConfigDict(dict(
         goal_weight=1.0, goal_mode="dense", goal_discount=0.9, action_weight=0.0))
     # Flat Mode-2 baseline: gradient MPC on level 1 alone.

@@ -62,6 +62,13 @@ class Level2Model:
     latent_dim: int = struct.field(pytree_node=False)  # D2
     action_dim: int = struct.field(pytree_node=False)  # U
     low_action_dim: int = struct.field(pytree_node=False)  # A (level-1 actions)
+    # 1 for the dims that planning costs compare, 0 for raw pixels passed through (glimpse,
+    # map): they inform the predictor but matching them is not the goal.
+    cost_mask: tuple[float, ...] = struct.field(pytree_node=False, default=())
+
+    def cost_weights(self) -> jax.Array:
+        """(D2,) weights of the abstract-state dims in planning costs."""
+        return jnp.asarray(self.cost_mask or (1.0,) * self.latent_dim, jnp.float32)
 
     def init(self, key: jax.Array) -> Params:
         k_enc, k_post, k_pred = jax.random.split(key, 3)
@@ -114,22 +121,49 @@ class Level2Model:
         return jnp.moveaxis(traj, 0, -2)
 
 
-def make_level2(cfg: ml_collections.ConfigDict, wm: Any) -> Level2Model:
+def raw_pixel_dims(model_cfg: ml_collections.ConfigDict,
+                   obs_shape: tuple[int, ...]) -> tuple[int, int]:
+    """``(start, stop)`` of the level-1 latent dims that are raw pixels (the conv encoder's
+    glimpse and map, placed after the keypoints and layout keypoints); (0, 0) if none."""
+    if model_cfg.get("encoder") != "conv" or model_cfg.get("latent_dim", 0):
+        return 0, 0
+    n_sel = len(model_cfg.get("glimpse_channels", (1,)))
+    r, stride = model_cfg.get("glimpse_radius", 0), model_cfg.get("map_stride", 0)
+    size = (2 * r + 1) ** 2 * n_sel if r else 0
+    if stride:
+        size += -(-obs_shape[0] // stride) * -(-obs_shape[1] // stride) * n_sel
+    start = 2 * model_cfg.num_keypoints + 2 * model_cfg.layout_keypoints
+    return start, start + size
+
+
+def level1_cost_weights(latent_dim: int, raw: tuple[int, int]) -> jax.Array:
+    """(D1,) weights: 0 on the raw pixel dims ``raw`` = (start, stop), 1 elsewhere."""
+    idx = jnp.arange(latent_dim)
+    return jnp.where((idx >= raw[0]) & (idx < raw[1]), 0.0, 1.0).astype(jnp.float32)
+
+
+def make_level2(cfg: ml_collections.ConfigDict, wm: Any,
+                raw_dims: tuple[int, int] = (0, 0)) -> Level2Model:
     """Builds level 2 on top of the level-1 ``WorldModel`` ``wm`` from ``config.level2``:
     ``span`` (k >= 2), ``latent_dim`` (the MLP part of D2), ``action_dim``, ``hidden``,
     ``predictor_hidden``, ``posterior_hidden``, ``keep_keypoints`` (pass the level-1
-    keypoint dims through)."""
+    keypoint dims through), ``keep_all`` (pass all of the level-1 embedding through).
+    ``raw_dims`` (from :func:`raw_pixel_dims`) are left out of planning costs."""
     k = check_span(cfg.span)
     if cfg.latent_dim < 1 or cfg.action_dim < 1:
         raise ValueError(f"level2.latent_dim and level2.action_dim must be >= 1, got "
                          f"{cfg.latent_dim} and {cfg.action_dim}")
     keep = wm.keypoint_dims if cfg.keep_keypoints else 0
+    if cfg.get("keep_all", False):  # the whole level-1 embedding passes through
+        keep = wm.latent_dim
+    mask = [0.0 if raw_dims[0] <= i < raw_dims[1] else 1.0 for i in range(keep)]
     return Level2Model(
         encoder=MLPEncoder(hidden=tuple(cfg.hidden), latent_dim=cfg.latent_dim),
         posterior_net=ZPosterior(z_dim=cfg.action_dim, hidden=tuple(cfg.posterior_hidden)),
         predictor=MLPPredictor(hidden=tuple(cfg.predictor_hidden), action_scale=1.0),
         span=k, input_dim=wm.latent_dim, keep_dims=keep, latent_dim=keep + cfg.latent_dim,
-        action_dim=cfg.action_dim, low_action_dim=wm.action_dim)
+        action_dim=cfg.action_dim, low_action_dim=wm.action_dim,
+        cost_mask=tuple(mask + [1.0] * cfg.latent_dim))
 
 
 def level2_loss(predicted, embeddings, action_mean, action_log_var, *, sim_coeff: float = 1.0,

@@ -59,8 +59,10 @@ def env_from_config(cfg: ml_collections.ConfigDict) -> mazes.MazeParams:
 def build(config: ml_collections.ConfigDict):
     """``(env, wm, l2)``: the maze family, level 1 and level 2 described by ``config``."""
     env = env_from_config(config.env)
-    wm = make_world_model(config.model, (env.img_size, env.img_size, 2), action_dim=2)
-    l2 = hierarchy.make_level2(config.level2, wm)
+    obs_shape = (env.img_size, env.img_size, 2)
+    wm = make_world_model(config.model, obs_shape, action_dim=2)
+    l2 = hierarchy.make_level2(config.level2, wm, hierarchy.raw_pixel_dims(config.model,
+                                                                          obs_shape))
     if config.data.length < 2 * l2.span + 1:
         raise ValueError(f"data.length ({config.data.length}) must be >= 2 * level2.span + 1 "
                          f"= {2 * l2.span + 1}")

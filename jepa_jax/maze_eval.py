@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jepa_jax import cost as cost_lib
-from jepa_jax import evaluation
+from jepa_jax import evaluation, hierarchy
 from jepa_jax.envs import mazes
 from jepa_jax.hjepa_training import load_trained, position_probe
 from jepa_jax.planning import make_planner
@@ -77,15 +77,25 @@ def make_episode_fn(planner, env: mazes.MazeParams, env_steps: int, replan_every
 def build_planner(config, wm, l2, name: str, params):
     """``(planner, planner_params)`` for ``name`` with the settings of ``config.planning``."""
     pc = config.planning
+    # planning.cost_raw_pixels=False leaves the raw pixel dims (glimpse, map) out of both
+    # planners' costs; True (the default) compares the whole latent.
+    raw = ((0, 0) if pc.get("cost_raw_pixels", True)
+           else hierarchy.raw_pixel_dims(config.model, wm.obs_shape))
+    w1 = hierarchy.level1_cost_weights(wm.latent_dim, raw)
     if name == "gradient":
         pcfg = pc.gradient.to_dict()
         pcfg.update(action_bound=float(config.env.action_bound), shift=int(pc.replan_every))
-        return make_planner("gradient", wm, cost_lib.make_cost(pc.cost.to_dict()),
-                            pcfg), params["l1"]
+        base = cost_lib.make_cost(pc.cost.to_dict())
+
+        def cost_fn(states, actions, goal):
+            return base(states * w1, actions, goal * w1)
+
+        return make_planner("gradient", wm, cost_fn, pcfg), params["l1"]
     if name == "hierarchical":
         pcfg = pc.hierarchical.to_dict()
-        pcfg.update(action_bound=float(config.env.action_bound), shift=int(pc.replan_every))
-        return make_hierarchical_planner(wm, l2, pcfg), params
+        pcfg.update(action_bound=float(config.env.action_bound), shift=int(pc.replan_every),
+                    cost_raw_pixels=bool(pc.get("cost_raw_pixels", True)))
+        return make_hierarchical_planner(wm, l2, pcfg, low_weights=w1), params
     raise ValueError(f"unknown maze planner {name!r}; expected one of "
                      f"{', '.join(MAZE_PLANNERS)}")
 

@@ -169,12 +169,19 @@ class TestLevel2Model:
     def test_shapes(self, tiny_models):
         config, env, wm, l2, params = tiny_models
         k, d1, d2, u = l2.span, wm.latent_dim, l2.latent_dim, l2.action_dim
-        assert d2 == wm.keypoint_dims + config.level2.latent_dim
+        assert l2.keep_dims == d1  # keep_all: the whole level-1 embedding passes through
+        assert d2 == d1 + config.level2.latent_dim
         s1 = jax.random.normal(jax.random.key(2), (3, 2 * k + 1, d1))
         acts = jnp.ones((3, 2 * k, 2))
         s2 = l2.encode(params["l2"], s1)
         assert s2.shape == (3, 2 * k + 1, d2)
-        np.testing.assert_array_equal(s2[..., :wm.keypoint_dims], s1[..., :wm.keypoint_dims])
+        np.testing.assert_array_equal(s2[..., :d1], s1)
+        # Raw pixel dims (glimpse and map) are marked so that costs can leave them out.
+        start, stop = hierarchy.raw_pixel_dims(config.model, wm.obs_shape)
+        assert (start, stop) == (2, 2 + 49 + 49)  # 7x7 glimpse, 21x21 image every 3rd px
+        mask = np.asarray(l2.cost_weights())
+        assert mask.shape == (d2,) and mask[start:stop].sum() == 0
+        assert mask[:start].all() and mask[stop:].all()
         uu, mean, log_var = l2.infer_action(params["l2"], jax.random.key(3), s2[:, 0],
                                             acts[:, :k], s2[:, k])
         assert uu.shape == mean.shape == log_var.shape == (3, u)
@@ -190,6 +197,16 @@ class TestLevel2Model:
             l2, p, s1, acts, jax.random.key(4), config.level2)[0])(params["l2"])
         for name in ("encoder", "predictor"):
             assert any(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads[name]))
+
+
+def test_glimpse_is_an_egocentric_crop():
+    from jepa_jax.networks.encoders import glimpse
+
+    img = jnp.arange(100.0).reshape(1, 10, 10, 1)
+    patch = glimpse(img, jnp.array([[4.0, 6.0]]), 1)  # x = 4 (column), y = 6 (row)
+    np.testing.assert_allclose(patch[0, :, :, 0], np.asarray(img[0, 5:8, 3:6, 0]))
+    half = glimpse(img, jnp.array([[4.5, 6.0]]), 0)  # bilinear between columns 4 and 5
+    np.testing.assert_allclose(float(half[0, 0, 0, 0]), 64.5)
 
 
 class TestHierarchicalPlanner:

@@ -169,8 +169,11 @@ class ConvEncoder(nn.Module):
         ``glimpse_channels`` around the first keypoint (bilinear, egocentric; e.g. the walls
         next to the agent in a maze), placed after the layout keypoints: a local view that
         does not depend on where in the image the agent is. 0: none (the default).
+      map_stride: s > 0 appends the ``glimpse_channels`` pixels at every s-th row and column
+        (a coarse map of the whole layout, e.g. the maze's wall segments; no parameters),
+        after the glimpse. 0: none (the default).
 
-    Latent size: 2K + 2L + G + global_dim (G the glimpse size), or latent_dim.
+    Latent size: 2K + 2L + G + M + global_dim (G the glimpse, M the map), or latent_dim.
 
     Input (..., H, W, C) float images; output float32 (..., 2K + global_dim) or
     (..., latent_dim).
@@ -191,6 +194,7 @@ class ConvEncoder(nn.Module):
     dtype: Any = jnp.float32
     glimpse_radius: int = 0
     glimpse_channels: tuple[int, ...] = (1,)
+    map_stride: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -235,6 +239,10 @@ class ConvEncoder(nn.Module):
             patch = glimpse(images[..., list(self.glimpse_channels)].astype(f32), centre,
                             self.glimpse_radius)
             parts.append(patch.reshape(patch.shape[0], -1))
+        if self.map_stride:  # a coarse, parameter-free map of those channels (the layout)
+            coarse = images[:, ::self.map_stride, ::self.map_stride,
+                            list(self.glimpse_channels)].astype(f32)
+            parts.append(coarse.reshape(coarse.shape[0], -1))
         g = space_to_depth(x, 2)
         parts.append(nn.Dense(self.global_dim, dtype=self.dtype)(
             g.reshape(g.shape[0], -1)).astype(f32))

@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "low_discount": 0.9,
     "action_bound": 1.2,
     "shift": 4,  # = replan_every
+    "cost_raw_pixels": True,  # False: raw pixel dims (Level2Model.cost_mask) not compared
 }
 
 
@@ -81,6 +82,7 @@ class HierarchicalPlanner:
     level2: Level2Model = struct.field(pytree_node=False)
     config: ml_collections.FrozenConfigDict = struct.field(pytree_node=False)
     name: str = struct.field(pytree_node=False, default="hierarchical")
+    low_weights: Any = None  # (D1,) weights of the level-1 goal term, or None (all 1)
 
     @property
     def horizon(self) -> int:
@@ -103,10 +105,12 @@ class HierarchicalPlanner:
         k_high, k_low = jax.random.split(key)
 
         high_w = cost_lib.horizon_weights(c.high_horizon, c.high_discount)
+        w2 = 1.0 if c.cost_raw_pixels else l2.cost_weights()
+        w1 = self.low_weights if self.low_weights is not None else 1.0
 
         def high_objective(us):
             traj = l2.rollout(p2, s2, us)
-            return jnp.sum(high_w * jnp.sum(jnp.square(traj - g2), -1))
+            return jnp.sum(high_w * jnp.sum(w2 * jnp.square(traj - g2), -1))
 
         high_cfg = _gradient_cfg(
             horizon=c.high_horizon, action_bound=c.high_action_bound, num_iters=c.high_iters,
@@ -121,8 +125,8 @@ class HierarchicalPlanner:
 
         def low_objective(actions):
             traj = wm.rollout(p1, s1, actions)  # (H, D1)
-            sub = jnp.sum(jnp.square(l2.encode(p2, traj) - subgoal), -1)
-            goal = jnp.sum(jnp.square(traj - g1), -1)
+            sub = jnp.sum(w2 * jnp.square(l2.encode(p2, traj) - subgoal), -1)
+            goal = jnp.sum(w1 * jnp.square(traj - g1), -1)
             return jnp.sum(low_w * (sub + c.goal_weight * goal))
 
         low_cfg = _gradient_cfg(
@@ -163,9 +167,10 @@ def validate(cfg: dict[str, Any], span: int) -> None:
     del span
 
 
-def make_hierarchical_planner(world_model: Any, level2: Level2Model,
-                              config: Any = None) -> HierarchicalPlanner:
-    """Validates ``config`` (a mapping over ``DEFAULTS``) and builds the planner."""
+def make_hierarchical_planner(world_model: Any, level2: Level2Model, config: Any = None,
+                              low_weights: jax.Array | None = None) -> HierarchicalPlanner:
+    """Validates ``config`` (a mapping over ``DEFAULTS``) and builds the planner;
+    ``low_weights`` (D1,) weights the level-1 goal term's dims (None: all 1)."""
     values = dict(config.to_dict() if hasattr(config, "to_dict") else (config or {}))
     unknown = sorted(set(values) - set(DEFAULTS))
     if unknown:
@@ -174,4 +179,5 @@ def make_hierarchical_planner(world_model: Any, level2: Level2Model,
     cfg = {**DEFAULTS, **values}
     validate(cfg, level2.span)
     return HierarchicalPlanner(world_model=world_model, level2=level2,
-                               config=ml_collections.FrozenConfigDict(cfg))
+                               config=ml_collections.FrozenConfigDict(cfg),
+                               low_weights=low_weights)
