@@ -240,19 +240,48 @@ class TestHierarchicalPlanner:
             make_hierarchical_planner(wm, l2, {"horizon": 4, "shift": 5})
 
 
-def test_tiny_end_to_end(tmp_path, capsys):
-    """Train the tiny preset (both stages), then evaluate both planners on held-out mazes."""
-    from jepa_jax import evaluate, train
+@pytest.fixture(scope="module")
+def tiny_workdir(tmp_path_factory):
+    """The tiny preset trained once (both stages) through the command-line entry point."""
+    from jepa_jax import train
 
-    workdir = str(tmp_path / "run")
-    assert train.main(["--config", "experiments/mazes.py:tiny", "--workdir", workdir,
+    workdir = tmp_path_factory.mktemp("hjepa") / "run"
+    assert train.main(["--config", "experiments/mazes.py:tiny", "--workdir", str(workdir),
                        "--no-progress"]) == 0
+    return workdir
+
+
+def test_tiny_end_to_end(tiny_workdir, capsys):
+    """Evaluate both planners of the tiny run on held-out mazes from the command line."""
+    import json
+
+    from jepa_jax import evaluate
+
     for name in ("hierarchical", "gradient"):
-        assert evaluate.main(["--workdir", workdir, "--planner", name]) == 0
+        assert evaluate.main(["--workdir", str(tiny_workdir), "--planner", name]) == 0
         out = capsys.readouterr().out
         assert f"{name} (heldout layouts): success_rate=" in out
-        result = __import__("json").loads((tmp_path / "run" / f"eval_{name}.json").read_text())
+        result = json.loads((tiny_workdir / f"eval_{name}.json").read_text())
         assert result["num_episodes"] == 2 and result["ms_per_action"] > 0
-        assert (tmp_path / "run" / f"eval_{name}.png").exists()
-    assert evaluate.main(["--workdir", workdir, "--planner", "cem"]) == 1
+        assert (tiny_workdir / f"eval_{name}.png").exists()
+    assert evaluate.main(["--workdir", str(tiny_workdir), "--planner", "cem"]) == 1
     assert "supports --planner gradient or hierarchical" in capsys.readouterr().err
+
+
+def test_hjepa_notebook_runs(tiny_workdir):
+    import os
+    from pathlib import Path
+
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    root = Path(__file__).resolve().parents[1]
+    nb = nbformat.read(root / "notebooks" / "hjepa.ipynb", as_version=4)
+    os.environ["JEPA_WORKDIR"] = str(tiny_workdir)
+    try:
+        nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                resources={"metadata": {"path": str(root)}}).execute()
+    finally:
+        os.environ.pop("JEPA_WORKDIR")
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                      for o in c.get("outputs", []))
+    assert "planned actions (4, 2) subgoals (2," in outputs
