@@ -53,7 +53,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.level2 = ml_collections.ConfigDict(dict(
         span=8, latent_dim=16, action_dim=4, hidden=(128,), predictor_hidden=(256, 256),
         posterior_hidden=(128,), keep_keypoints=True, keep_all=True,
-        sim_coeff=25.0, std_coeff=10.0, cov_coeff=1.0, kl_coeff=0.05))
+        sim_coeff=25.0, std_coeff=10.0, cov_coeff=1.0, kl_coeff=0.05,
+        posterior_sees_outcome=True))
 
     # Stage 1 trains level 1 on windows of ``window`` frames; stage 2 trains level 2 on the
     # frozen level-1 embeddings of whole trajectories.

@@ -216,7 +216,11 @@ def level2_objective(l2: Level2Model, params2: Params, s1: jax.Array, actions: j
                          f"k={k}, got {tuple(s1.shape)} and {tuple(actions.shape)}")
     s2 = l2.encode(params2, jax.lax.stop_gradient(s1[:, : m * k + 1 : k]))  # (B, M+1, D2)
     seg = actions[:, : m * k].reshape(b, m, k, -1)
-    u, mean, log_var = l2.infer_action(params2, key, s2[:, :-1], seg, s2[:, 1:])
+    # With posterior_sees_outcome=False, u summarises the segment's actions (the intent)
+    # and not where it ended: the predictor then has to learn what the walls do to an
+    # intent, instead of reading the outcome off u.
+    outcome = s2[:, 1:] if cfg.get("posterior_sees_outcome", True) else s2[:, :-1]
+    u, mean, log_var = l2.infer_action(params2, key, s2[:, :-1], seg, outcome)
     pred = l2.rollout(params2, s2[:, 0], u)
     loss, aux = level2_loss(pred, s2, mean, log_var, sim_coeff=cfg.sim_coeff,
                             std_coeff=cfg.std_coeff, cov_coeff=cfg.cov_coeff,
