@@ -40,7 +40,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         encoder="conv", stem_factor=4, channels=(32,), num_keypoints=1, global_dim=32,
         keypoint_scale=8.0, keypoint_channels=(0,), keypoint_kernel=1,
         keypoint_init_temperature=0.02, layout_keypoints=2, layout_channels=(1,),
-        layout_kernel=5, latent_dim=0,
+        layout_kernel=5, layout_static=True, latent_dim=0,
         mlp_hidden=(128, 128),
         predictor_hidden=(256, 256, 256), action_scale=0.5, z_dim=0,
         inverse_dynamics_hidden=(128,),
@@ -60,7 +60,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         predictor_steps=4000, predictor_batch_size=256, predictor_learning_rate=2e-3,
         # Online rounds in the predictor phase (jepa_jax/training/online.py): plan with the
         # model, execute in the world, train on the outcome; half of each batch from them.
-        online_rounds=3, online_trajectories=768, online_fraction=0.5))
+        # A near_wall_fraction of the plans start next to the wall (band: px from its face).
+        online_rounds=3, online_trajectories=768, online_fraction=0.5,
+        online_near_wall_fraction=0.0, online_near_wall_band=(0.5, 6.0)))
 
     # Devices (see jepa_jax/parallel.py and README "Scaling"): the batch is split over the
     # "data" axis of a mesh of every device; parameters replicated, or FSDP-split. Several

@@ -136,7 +136,7 @@ def _encode_frames(wm: WorldModel, params, trajs: offline.Trajectories,
 @jax.jit
 def _encode_chunk(wm, params, sub, env):
     # wm carries only static fields, so it is part of the cache key, not a traced value.
-    return wm.encode(params, offline.render_batch(sub, env))
+    return wm.encode_trajectories(params, offline.render_batch(sub, env))
 
 
 @jax.jit

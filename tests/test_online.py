@@ -61,6 +61,29 @@ def test_collected_trajectories_are_world_transitions_of_planned_actions():
     np.testing.assert_allclose(trajs.pos[:, 0], np.asarray(eps.start))
 
 
+def test_near_wall_starts_move_a_fraction_next_to_the_wall_on_their_side():
+    env = two_rooms.EnvParams()
+    eps = evaluation.make_episodes(jax.random.key(0), 400, env, margin=2.6)
+    starts, layouts = np.asarray(eps.start), np.asarray(eps.layout)
+    moved = np.asarray(online.near_wall_starts(jax.random.key(1), eps.start, eps.layout, env,
+                                               0.5, (0.5, 6.0)))
+    changed = np.any(moved != starts, -1)
+    assert 0.4 < changed.mean() < 0.6
+    np.testing.assert_array_equal(moved[:, 1], starts[:, 1])  # y kept
+    gap = np.abs(moved[changed, 0] - layouts[changed, 0]) - env.wall_half_width
+    assert gap.min() >= 0.5 - 1e-5 and gap.max() <= 6.0 + 1e-5
+    # Same side of the wall as before, so the goal stays in the other room.
+    same_side = (moved[:, 0] < layouts[:, 0]) == (starts[:, 0] < layouts[:, 0])
+    assert same_side.all()
+    # Free positions: the world does not move them when the action is zero.
+    still = jax.vmap(lambda p, lay: two_rooms.transition(p, np.zeros(2, np.float32), lay[0],
+                                                         lay[1], env))(moved, layouts)
+    np.testing.assert_allclose(np.asarray(still), moved, atol=1e-5)
+    none = online.near_wall_starts(jax.random.key(1), eps.start, eps.layout, env, 0.0,
+                                   (0.5, 6.0))
+    np.testing.assert_array_equal(np.asarray(none), starts)
+
+
 def test_online_run_resumes_exactly(tmp_path):
     straight = loop.train_and_evaluate(tiny(), tmp_path / "a", progress=False)
     # Interrupt between the two rounds (predictor steps 6 and 13 = global 66 and 73): the
@@ -76,6 +99,8 @@ def test_online_config_errors():
         loop.Experiment(tiny("--config.planning.gradient.horizon=8"))
     with pytest.raises(ValueError, match="online_fraction"):
         loop.Experiment(tiny("--config.train.online_fraction=1.5"))
+    with pytest.raises(ValueError, match="online_near_wall_fraction"):
+        loop.Experiment(tiny("--config.train.online_near_wall_fraction=2.0"))
     with pytest.raises(ValueError, match="make_collector|horizon"):
         exp = loop.Experiment(tiny())
         online.make_collector(build_planner(exp, exp.config, "gradient"), exp.env, 40)

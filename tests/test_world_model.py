@@ -186,6 +186,38 @@ def test_layout_keypoints_follow_the_wall():
     assert lay[1, 0] > lay[0, 0]  # the wall moved right, so did the keypoint
 
 
+def test_static_layout_encodes_trajectories_like_frames():
+    """With a static layout the layout branch runs on the first frame of each trajectory:
+    the same latents and parameter gradients as encoding every frame, and a wall that moves
+    within a trajectory shows that only the first frame's layout is read."""
+    cfg = tiny_model_config(layout_keypoints=2, layout_channels=(1,), layout_kernel=3,
+                            layout_static=True)
+    wm = make_world_model(cfg, OBS, A)
+    assert wm.static_layout
+    p = _perturbed(jax.jit(wm.init)(jax.random.key(1)), seed=5, scale=0.1)
+    agent = _uniform(0, (3, 4, *OBS[:2], 1))
+    wall = np.broadcast_to(_uniform(1, (3, 1, *OBS[:2], 1)), agent.shape)
+    obs = jnp.asarray(np.concatenate([agent, wall], -1))  # (B=3, T=4, 16, 16, 2)
+    every, first = jax.jit(wm.encode), jax.jit(wm.encode_trajectories)
+    np.testing.assert_allclose(np.asarray(first(p, obs)), np.asarray(every(p, obs)),
+                               rtol=1e-5, atol=1e-6)
+    weights = jnp.asarray(_normal(2, (3, 4, wm.latent_dim)))
+    grads = [jax.grad(lambda q, f=f: jnp.sum(jnp.sin(f(q, obs)) * weights))(p)
+             for f in (every, first)]
+    for g_every, g_first in zip(*map(jax.tree.leaves, grads), strict=True):
+        np.testing.assert_allclose(np.asarray(g_first), np.asarray(g_every), rtol=1e-4,
+                                   atol=1e-5)
+    moved = obs.at[:, 1:, ..., 1].set(jnp.roll(obs[:, 1:, ..., 1], 4, axis=-1))
+    lay = slice(2 * cfg.num_keypoints, 2 * cfg.num_keypoints + 4)
+    s_moved, s_static = np.asarray(first(p, moved)), np.asarray(first(p, obs))
+    np.testing.assert_allclose(s_moved[..., lay], s_static[..., lay], rtol=1e-5, atol=1e-6)
+    assert np.abs(np.asarray(every(p, moved))[:, 1:, lay] - s_static[:, 1:, lay]).max() > 1e-3
+    with pytest.raises(ValueError, match="expected \\(..., T, 16, 16, 2\\)"):
+        wm.encode_trajectories(p, obs[0, 0])
+    with pytest.raises(ValueError, match="static_layout_axis=2 is not a batch axis"):
+        wm.encoder.apply(p["encoder"], obs, static_layout_axis=2)
+
+
 # ---------------------------------------------------------------------------------------------
 # Construction, shapes.
 # ---------------------------------------------------------------------------------------------

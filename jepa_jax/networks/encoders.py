@@ -177,6 +177,13 @@ class ConvEncoder(nn.Module):
 
     Input (..., H, W, C) float images; output float32 (..., 2K + global_dim) or
     (..., latent_dim).
+
+    ``static_layout_axis`` (a call argument): the index of a batch axis along which the
+    layout channels are constant, e.g. 1 (time) for (B, T, H, W, C) trajectories of a world
+    whose walls do not move within an episode. The layout branch then runs on the first
+    element of that axis only and its keypoints are broadcast along it: the same output and
+    gradients, at 1/T of the branch's cost (it is the most expensive part of the encoder on
+    CPU). Only valid when those channels really are constant along the axis.
     """
 
     stem_factor: int = 4
@@ -197,9 +204,12 @@ class ConvEncoder(nn.Module):
     map_stride: int = 0
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, static_layout_axis: int | None = None) -> jax.Array:
         *batch, h, w, c = x.shape
-        images = x.reshape(-1, h, w, c)
+        if static_layout_axis is not None and not -len(batch) <= static_layout_axis < len(batch):
+            raise ValueError(f"static_layout_axis={static_layout_axis} is not a batch axis of "
+                             f"input shape {tuple(x.shape)}")
+        raw, images = x, x.reshape(-1, h, w, c)
         x = space_to_depth(images, self.stem_factor)
         f32 = jnp.float32  # keypoint softmaxes and the latent: float32 whatever the dtype
         for ch in self.channels:
@@ -225,7 +235,10 @@ class ConvEncoder(nn.Module):
             lay = (lay * self.stem_factor + (self.stem_factor - 1) / 2) / self.keypoint_scale
             parts.append(lay.reshape(lay.shape[0], -1))
         elif self.layout_keypoints:
-            k, sel = self.layout_kernel, images[..., list(self.layout_channels)]
+            k, sel = self.layout_kernel, raw[..., list(self.layout_channels)]
+            if static_layout_axis is not None:  # one frame per trajectory (see docstring)
+                sel = jnp.take(sel, 0, axis=static_layout_axis % len(batch))
+            sel = sel.reshape(-1, h, w, sel.shape[-1])
             kernel = self.param("layout_kernel", _blur_init(1.0),
                                 (k, k, sel.shape[-1], self.layout_keypoints))
             lay_maps = conv_same_via_s2d(sel.astype(self.dtype), kernel,
@@ -233,7 +246,11 @@ class ConvEncoder(nn.Module):
             lay_temperature = jnp.exp(self.param(
                 "layout_log_temperature", nn.initializers.constant(jnp.log(0.1)), ()))
             lay = spatial_softmax(lay_maps, lay_temperature) / self.keypoint_scale
-            parts.append(lay.reshape(lay.shape[0], -1))
+            if static_layout_axis is not None:
+                axis = static_layout_axis % len(batch)
+                lay = lay.reshape(*batch[:axis], *batch[axis + 1:], -1)
+                lay = jnp.broadcast_to(jnp.expand_dims(lay, axis), (*batch, lay.shape[-1]))
+            parts.append(lay.reshape(images.shape[0], -1))
         if self.glimpse_radius:  # the raw pixels around the first keypoint (no parameters)
             centre = jax.lax.stop_gradient(kp[:, 0])
             patch = glimpse(images[..., list(self.glimpse_channels)].astype(f32), centre,

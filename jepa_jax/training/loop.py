@@ -132,6 +132,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                                          f"{t.online_trajectories}"),
             (0.0 < t.online_fraction < 1.0, f"train.online_fraction must be in (0, 1), got "
                                             f"{t.online_fraction}"),
+            (0.0 <= t.get("online_near_wall_fraction", 0.0) <= 1.0,
+             f"train.online_near_wall_fraction must be in [0, 1], got "
+             f"{t.get('online_near_wall_fraction', 0.0)}"),
             (t.predictor_steps > rounds, "train.online_rounds needs train.predictor_steps > "
                                          "online_rounds (collection runs in that phase)"),
             (horizon >= d.length - 1, f"train.online_rounds needs planning.gradient.horizon "
@@ -281,7 +284,7 @@ class Experiment:
         def encode(params, data):
             def one(sub):
                 sub = jax.lax.with_sharding_constraint(sub, self.batch_sharding)
-                return self.wm.encode(params, offline.render_batch(sub, self.env))
+                return self.wm.encode_trajectories(params, offline.render_batch(sub, self.env))
 
             # Pad to whole chunks (one compile), encode chunk by chunk to bound memory.
             padded = jax.tree.map(
@@ -364,8 +367,11 @@ def _collect_online(exp: Experiment, state: TrainState, round_index: int,
     t = exp.config.train
     if exp._collector is None:
         planner = build_planner(exp, exp.config, "gradient")
-        exp._collector = online_lib.make_collector(planner, exp.env, exp.config.data.length,
-                                                   margin=exp.config.planning.start_goal_margin)
+        exp._collector = online_lib.make_collector(
+            planner, exp.env, exp.config.data.length,
+            margin=exp.config.planning.start_goal_margin,
+            near_wall_fraction=t.get("online_near_wall_fraction", 0.0),
+            near_wall_band=tuple(t.get("online_near_wall_band", (0.5, 6.0))))
     t0 = time.time()
     key = jax.random.fold_in(jax.random.fold_in(state.rng, 7), round_index)
     trajs = jax.block_until_ready(exp._collector(state.params, key, t.online_trajectories))

@@ -130,7 +130,7 @@ def jepa_objective(wm: WorldModel, params: Any, batch: Batch, key: jax.Array,
     "mixture"``), ``z_prior_coeff`` times :func:`prior_nll` fits it to the posterior's
     samples.
     """
-    emb = wm.encode(params, batch.obs)  # (B, T, D)
+    emb = wm.encode_trajectories(params, batch.obs)  # (B, T, D)
     emb_pred = scale_prediction_gradient(emb, wm.keypoint_dims, cfg.pred_grad_scale_keypoints,
                                          cfg.pred_grad_scale_global)
     z = kl = None

@@ -48,18 +48,46 @@ def write(buffer: offline.Trajectories, trajs: offline.Trajectories,
                         buffer, trajs)
 
 
+def near_wall_starts(key: jax.Array, starts: jax.Array, layouts: jax.Array,
+                     env: two_rooms.EnvParams, fraction: float,
+                     band: tuple[float, float]) -> jax.Array:
+    """``starts`` (N, 2) with a ``fraction`` of them moved next to the middle wall, on their
+    own side, at a distance from its face uniform in ``band`` = (lo, hi) px (y kept).
+
+    Closed-loop planning spends its failures pressed against the wall away from the door,
+    replanning from there; starting collection plans from such states puts the model's
+    errors about them in front of the training data.
+    """
+    k_pick, k_dist = jax.random.split(key)
+    n = starts.shape[0]
+    pick = jax.random.uniform(k_pick, (n,)) < fraction
+    lo, hi = band
+    dist = env.wall_half_width + jax.random.uniform(k_dist, (n,), minval=lo, maxval=hi)
+    wall_x = layouts[:, 0]
+    x = jnp.where(starts[:, 0] < wall_x, wall_x - dist, wall_x + dist)
+    return jnp.where(pick[:, None], jnp.stack([x, starts[:, 1]], -1), starts)
+
+
 def make_collector(planner: Planner, env: two_rooms.EnvParams, length: int,
-                   margin: float = 2.6) -> Callable[[Any, jax.Array, int],
-                                                    offline.Trajectories]:
+                   margin: float = 2.6, near_wall_fraction: float = 0.0,
+                   near_wall_band: tuple[float, float] = (0.5, 6.0),
+                   ) -> Callable[[Any, jax.Array, int], offline.Trajectories]:
     """Returns ``collect(params, key, num) -> Trajectories`` (num, length, ...).
 
-    Each trajectory: a start and a goal in opposite rooms (the evaluation's distribution),
-    one plan from the start's observation, its first ``length - 1`` actions executed open
-    loop in the world. ``num`` is static (one compile per value).
+    Each trajectory: a start and a goal in opposite rooms (the evaluation's distribution;
+    a ``near_wall_fraction`` of the starts moved next to the wall, see
+    :func:`near_wall_starts`), one plan from the start's observation, its first
+    ``length - 1`` actions executed open loop in the world. ``num`` is static (one compile
+    per value).
     """
     if length - 1 > planner.horizon:
         raise ValueError(f"online trajectories of {length} frames need a planner horizon of "
                          f"at least {length - 1}, got {planner.horizon}")
+    if not 0.0 <= near_wall_fraction <= 1.0:
+        raise ValueError(f"near_wall_fraction must be in [0, 1], got {near_wall_fraction}")
+    if not 0.0 <= near_wall_band[0] <= near_wall_band[1]:
+        raise ValueError(f"near_wall_band must be (lo, hi) with 0 <= lo <= hi, got "
+                         f"{tuple(near_wall_band)}")
 
     def one(params, start, goal, layout, key):
         render = lambda p: two_rooms.render(two_rooms.make_state(p, layout[0], layout[1]), env)  # noqa: E731
@@ -79,7 +107,11 @@ def make_collector(planner: Planner, env: two_rooms.EnvParams, length: int,
     def collect(params, key, num):
         k_ep, k_plan = jax.random.split(key)
         eps = evaluation.make_episodes(k_ep, num, env, margin=margin)
-        pos, actions = batched(params, eps.start, eps.goal, eps.layout,
+        start = eps.start
+        if near_wall_fraction > 0:  # else the draws are exactly those of earlier versions
+            start = near_wall_starts(jax.random.fold_in(k_ep, 1), start, eps.layout, env,
+                                     near_wall_fraction, tuple(near_wall_band))
+        pos, actions = batched(params, start, eps.goal, eps.layout,
                                jax.random.split(k_plan, num))
         return offline.Trajectories(pos=pos, layout=eps.layout, actions=actions)
 
