@@ -3,6 +3,7 @@ layouts, and success against the number of training layouts.
 
     python benchmarks/hjepa.py --runs /tmp/hjepa [--layouts 20] [--episodes 100]
     python benchmarks/hjepa.py --runs /tmp/hjepa --layouts 5,20,40 --episodes 50
+    python benchmarks/hjepa.py --runs /tmp/hjepa --layouts 20 --distances 1,2,4 --episodes 50
 
 For each number of training layouts L: trains ``experiments/mazes.py`` with
 ``env.num_train_layouts=L`` into ``RUNS/layouts_L`` (skipped if already trained there),
@@ -73,6 +74,10 @@ def main() -> int:
     parser.add_argument("--layouts", default="20", help="comma-separated training layouts")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--preset", default="default")
+    parser.add_argument("--distances", default="",
+                        help="e.g. 1,2,4: success against the corridor distance (start and "
+                             "goal exactly that many cells apart; 100 steps) of the run "
+                             "RUNS/layouts_<first --layouts>, instead of the layouts sweep")
     parser.add_argument("--add-timing", default="",
                         help="only add paired timings to the rows of this results JSON")
     args, overrides = parser.parse_known_args()
@@ -98,6 +103,8 @@ def main() -> int:
     from jepa_jax.maze_eval import evaluate_workdir
 
     counts = [int(v) for v in args.layouts.split(",")]
+    if args.distances:
+        return _distances(args, counts[0], overrides, evaluate_workdir, jax)
     rows = []
     for count in counts:
         workdir = Path(args.runs) / f"layouts_{count}"
@@ -139,6 +146,29 @@ def main() -> int:
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"hjepa_layouts_{'_'.join(map(str, counts))}.json"
+    path.write_text(json.dumps(out, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+def _distances(args, count, overrides, evaluate_workdir, jax) -> int:
+    workdir = Path(args.runs) / f"layouts_{count}"
+    rows = []
+    for cells in [int(v) for v in args.distances.split(",")]:
+        over = [*overrides, f"--config.planning.min_cells={cells}",
+                f"--config.planning.max_cells={cells}", "--config.planning.env_steps=100"]
+        row = {"corridor_cells": cells}
+        for name in ("gradient", "hierarchical"):
+            r = evaluate_workdir(workdir, name, episodes=args.episodes, overrides=over,
+                                 write=False)
+            row[name] = {k: r[k] for k in ("success_rate", "mean_final_distance_px")}
+            print(f"cells={cells} {name}: success={r['success_rate']:.2f}", flush=True)
+        rows.append(row)
+    out = {"benchmark": "hjepa_mazes_distance", "workdir": str(workdir), "train_layouts": count,
+           "episodes": args.episodes, "env_steps": 100, "rows": rows,
+           "backend": jax.default_backend(),
+           "command": "python benchmarks/hjepa.py " + " ".join(sys.argv[1:])}
+    path = ROOT / "benchmarks" / "results" / f"hjepa_distance_layouts_{count}.json"
     path.write_text(json.dumps(out, indent=2))
     print(f"wrote {path}")
     return 0

@@ -65,6 +65,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     # Closed-loop evaluation (python -m jepa_jax.evaluate --planner gradient|hierarchical).
     c.planning = ml_collections.ConfigDict(dict(
         episodes=100, env_steps=160, replan_every=4, seed=2024, batch_size=100, min_cells=6,
+        max_cells=0,
         success_radius=1.5, heldout_layouts=100, layouts="heldout", cost_raw_pixels=True))
     c.planning.cost = ml_collections.ConfigDict(dict(
         goal_weight=1.0, goal_mode="dense", goal_discount=0.9, action_weight=0.0))

@@ -223,6 +223,8 @@ def load_trained(workdir: str | Path, overrides=()) -> tuple[Any, ...]:
     _tuples(config)
     if "layouts" not in config.planning:  # workdirs from before the key existed
         config.planning.layouts = "heldout"
+    if "max_cells" not in config.planning:
+        config.planning.max_cells = 0
     config.lock()
     apply_overrides(config, list(overrides))
     env, wm, l2 = build(config)

@@ -3,7 +3,8 @@
 ``python -m jepa_jax.evaluate --workdir W --planner gradient|hierarchical`` on a maze
 workdir (``config.env.name == "mazes"``) lands here. Episodes: ``planning.heldout_layouts``
 held-out layouts (``planning.layouts="train"`` uses the training layouts instead), start and
-goal near cell centres at least ``planning.min_cells`` cells apart along the corridors;
+goal near cell centres at least ``planning.min_cells`` (at most ``planning.max_cells``, if
+> 0) cells apart along the corridors;
 ``planning.env_steps`` steps, replanning every ``planning.replan_every``; success when the
 agent comes within ``planning.success_radius`` px of the goal. The planners see only the
 rendered observation and goal image; the true state scores the episode afterwards. Both
@@ -34,11 +35,13 @@ MAZE_PLANNERS = ("gradient", "hierarchical")
 
 
 def make_episodes(key: jax.Array, num: int, env: mazes.MazeParams, seeds,
-                  min_cells: int) -> evaluation.Episodes:
-    """``num`` start-goal problems, layouts cycling through ``seeds``."""
+                  min_cells: int, max_cells: int = 0) -> evaluation.Episodes:
+    """``num`` start-goal problems, layouts cycling through ``seeds``; start and goal cells
+    ``min_cells`` to ``max_cells`` (0: any) cells apart along the corridors."""
     seeds = np.asarray(seeds, np.int32)
     walls = mazes.layouts(jnp.asarray(seeds[np.arange(num) % len(seeds)]), env)
-    start, goal = jax.vmap(lambda k, w: mazes.sample_start_goal(k, w, env, min_cells))(
+    start, goal = jax.vmap(lambda k, w: mazes.sample_start_goal(
+        k, w, env, min_cells, max_cells=max_cells))(
         jax.random.split(key, num), walls)
     return evaluation.Episodes(start=start, goal=goal, layout=walls)
 
@@ -145,7 +148,7 @@ def evaluate_workdir(workdir, planner_name: str, *, episodes: int | None = None,
     seeds = (mazes.heldout_seeds(env, pc.heldout_layouts) if which == "heldout"
              else mazes.train_seeds(env))
     eps = make_episodes(jax.random.key(pc.seed if seed is None else seed), n, env, seeds,
-                        pc.min_cells)
+                        pc.min_cells, pc.get("max_cells", 0))
     planner, pparams = build_planner(config, wm, l2, planner_name, params)
     fn = make_episode_fn(planner, env, pc.env_steps, pc.replan_every)
     timing = time_plan_call(planner, pparams, env, eps)
@@ -165,6 +168,7 @@ def evaluate_workdir(workdir, planner_name: str, *, episodes: int | None = None,
                   / env.action_bound,
                   budget={"planner": planner_name, "episodes": n, "env_steps": pc.env_steps,
                           "replan_every": pc.replan_every, "min_cells": pc.min_cells,
+                          "max_cells": pc.get("max_cells", 0),
                           **dict(planner.config)},
                   workdir=str(workdir), uses_true_state="only to score each episode")
     if write:

@@ -72,6 +72,10 @@ class TestMazeEnv:
         d = mazes.cell_distances(w, mazes.cell_of(goal, P), P)
         rc = mazes.cell_of(start, P)
         assert float(d[rc[0] * P.grid + rc[1]]) >= 4
+        start, goal = mazes.sample_start_goal(jax.random.key(1), w, P, 1, max_cells=1)
+        d = mazes.cell_distances(w, mazes.cell_of(goal, P), P)
+        rc = mazes.cell_of(start, P)
+        assert float(d[rc[0] * P.grid + rc[1]]) == 1
 
     def test_goal_in_wall(self):
         w = mazes.make_layout(0, P)

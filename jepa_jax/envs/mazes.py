@@ -363,14 +363,18 @@ def sample_free_position(key: jax.Array, walls: jax.Array, params: MazeParams,
 
 
 def sample_start_goal(key: jax.Array, walls: jax.Array, params: MazeParams,
-                      min_cells: int, jitter: float = 0.25) -> tuple[jax.Array, jax.Array]:
-    """Start and goal positions whose cells are at least ``min_cells`` apart along the
-    corridors (or the farthest cell from the goal, if no cell is that far)."""
+                      min_cells: int, jitter: float = 0.25,
+                      max_cells: int = 0) -> tuple[jax.Array, jax.Array]:
+    """Start and goal positions whose cells are at least ``min_cells`` (and, if
+    ``max_cells`` > 0, at most ``max_cells``) apart along the corridors (if no cell
+    qualifies: the farthest cell from the goal)."""
     n = params.grid
     k_goal, k_start, k_j1, k_j2 = jax.random.split(key, 4)
     goal_cell = jax.random.randint(k_goal, (2,), 0, n)
     dist = cell_distances(walls, goal_cell, params)
     ok = dist >= min_cells
+    if max_cells:
+        ok &= dist <= max_cells
     prio = jax.random.uniform(k_start, (n * n,)) + jnp.where(ok, 2.0, 0.0) + dist / (4 * n * n)
     start_id = jnp.argmax(prio)
     start_cell = jnp.stack([start_id // n, start_id % n])
