@@ -2,6 +2,7 @@
 
     python -m jepa_jax.evaluate --workdir W --planner gradient|cem|mppi|straight --episodes N
     python -m jepa_jax.evaluate --workdir W --planner agent [--task reach|avoid|stay_in]
+    python -m jepa_jax.evaluate --workdir W --planner hierarchical|gradient   (maze workdirs)
 
 Loads the model trained in ``W`` (its ``config.json`` and latest checkpoint), runs N
 Two-Rooms episodes with start and goal in opposite rooms, and writes ``W/eval_<planner>.json``
@@ -23,7 +24,7 @@ import sys
 
 from jepa_jax import runtime
 
-PLANNERS = ("gradient", "cem", "mppi", "straight", "agent")
+PLANNERS = ("gradient", "cem", "mppi", "straight", "agent", "hierarchical")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(PLANNERS)}", file=sys.stderr)
         return 1
     runtime.setup()
+    if _is_maze_workdir(args.workdir):
+        return _maze(args, overrides)
+    if args.planner == "hierarchical":
+        print("error: --planner hierarchical needs an H-JEPA maze workdir "
+              "(experiments/mazes.py)", file=sys.stderr)
+        return 1
     if args.planner == "agent":
         return _agent(args, overrides)
     if args.task != "reach":
@@ -64,6 +71,38 @@ def main(argv: list[str] | None = None) -> int:
           f"mean_final_distance_px={result['mean_final_distance_px']:.2f} "
           f"ms_per_plan={result.get('ms_per_plan', float('nan')):.1f} "
           f"wall_s={result['eval_seconds']:.1f}")
+    return 0
+
+
+def _is_maze_workdir(workdir: str) -> bool:
+    import json
+    from pathlib import Path
+
+    path = Path(workdir) / "config.json"
+    try:
+        return json.loads(path.read_text()).get("env", {}).get("name") == "mazes"
+    except (OSError, ValueError):
+        return False
+
+
+def _maze(args, overrides) -> int:
+    """H-JEPA maze workdirs: ``--planner gradient|hierarchical`` on held-out layouts."""
+    from jepa_jax.maze_eval import MAZE_PLANNERS, evaluate_workdir
+
+    if args.planner not in MAZE_PLANNERS:
+        print(f"error: a maze workdir supports --planner {' or '.join(MAZE_PLANNERS)}, got "
+              f"{args.planner!r}", file=sys.stderr)
+        return 1
+    try:
+        r = evaluate_workdir(args.workdir, args.planner, episodes=args.episodes,
+                             seed=args.seed, overrides=overrides)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.planner} ({r['layouts']} layouts): success_rate={r['success_rate']:.3f} "
+          f"mean_final_distance_px={r['mean_final_distance_px']:.2f} "
+          f"ms_per_plan={r['ms_per_plan']:.1f} ms_per_action={r['ms_per_action']:.2f} "
+          f"wall_s={r['eval_seconds']:.1f}")
     return 0
 
 

@@ -25,7 +25,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = configs.load_config(args.config, overrides)
-        final = train_and_evaluate(config, args.workdir, progress=not args.no_progress)
+        if config.get("env", {}).get("name", "") == "mazes":  # H-JEPA, two stages
+            from jepa_jax.hjepa_training import train_and_evaluate as train_hjepa
+
+            final = train_hjepa(config, args.workdir, progress=not args.no_progress)
+        else:
+            final = train_and_evaluate(config, args.workdir, progress=not args.no_progress)
     except (ValueError, RuntimeError) as e:  # one line, no traceback, for expected errors
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -253,6 +253,9 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
     ``global_dim``, ``keypoint_scale``, ``keypoint_channels`` (empty: shared trunk),
     ``keypoint_kernel``, ``keypoint_init_temperature``, ``layout_keypoints``,
     ``layout_channels`` (empty: layout keypoints from the trunk), ``layout_kernel``,
+    ``glimpse_radius`` and ``glimpse_channels`` (an egocentric crop of those channels around
+    the first keypoint; absent or 0: none), ``map_stride`` (a coarse raw map of those
+    channels; absent or 0: none),
     ``layout_static`` (the layout channels never change within a trajectory, so training
     encodes them once per trajectory; default False), ``latent_dim``
     (0: concatenation of keypoints, layout keypoints and global code),
@@ -280,9 +283,18 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
             keypoint_kernel=cfg.keypoint_kernel, init_temperature=cfg.keypoint_init_temperature,
             layout_keypoints=cfg.layout_keypoints,
             layout_channels=tuple(cfg.get("layout_channels", ())) or None,
-            layout_kernel=cfg.get("layout_kernel", 5), dtype=dtype)
+            layout_kernel=cfg.get("layout_kernel", 5), dtype=dtype,
+            glimpse_radius=cfg.get("glimpse_radius", 0),
+            glimpse_channels=tuple(cfg.get("glimpse_channels", (1,))),
+            map_stride=cfg.get("map_stride", 0))
+        n_sel = len(cfg.get("glimpse_channels", (1,)))
+        glimpse_dim = (2 * cfg.get("glimpse_radius", 0) + 1) ** 2 * n_sel if cfg.get(
+            "glimpse_radius", 0) else 0
+        if cfg.get("map_stride", 0):
+            glimpse_dim += (-(-obs_shape[0] // cfg.map_stride) * -(-obs_shape[1] // cfg.map_stride)
+                            * n_sel)
         latent_dim = cfg.latent_dim or (2 * cfg.num_keypoints + 2 * cfg.layout_keypoints
-                                         + cfg.global_dim)
+                                         + glimpse_dim + cfg.global_dim)
         keypoint_dims = 0 if cfg.latent_dim else 2 * cfg.num_keypoints
     elif cfg.encoder == "mlp":
         if not cfg.latent_dim:

@@ -97,6 +97,30 @@ def conv_same_via_s2d(x: jax.Array, kernel: jax.Array, factor: int) -> jax.Array
     return depth_to_space(y, f)[:, :h, :w]
 
 
+def glimpse(images: jax.Array, centre: jax.Array, radius: int) -> jax.Array:
+    """Bilinear crop around a point: images (N, H, W, C), centre (N, 2) as (x, y) pixels ->
+    (N, 2r+1, 2r+1, C) sampled at ``centre + (dx, dy)`` for integer offsets in [-r, r];
+    coordinates outside the image take the nearest border pixel."""
+    n, h, w, _ = images.shape
+    offs = jnp.arange(-radius, radius + 1, dtype=centre.dtype)
+    gx = centre[:, 0, None] + offs  # (N, S)
+    gy = centre[:, 1, None] + offs
+    x0, y0 = jnp.floor(gx), jnp.floor(gy)
+    fx, fy = gx - x0, gy - y0
+    x0 = x0.astype(jnp.int32)
+    y0 = y0.astype(jnp.int32)
+    rows = jnp.arange(n)[:, None, None]
+
+    def at(yi, xi):
+        yi = jnp.clip(yi, 0, h - 1)[:, :, None]
+        xi = jnp.clip(xi, 0, w - 1)[:, None, :]
+        return images[rows, yi, xi]  # (N, S, S, C)
+
+    wy, wx = fy[:, :, None, None], fx[:, None, :, None]
+    return ((1 - wy) * (1 - wx) * at(y0, x0) + (1 - wy) * wx * at(y0, x0 + 1)
+            + wy * (1 - wx) * at(y0 + 1, x0) + wy * wx * at(y0 + 1, x0 + 1))
+
+
 def _blur_init(noise: float):
     """Kernel init: a box blur (normalised over the window and input channels) plus noise."""
     def init(key, shape, dtype=jnp.float32):
@@ -141,8 +165,15 @@ class ConvEncoder(nn.Module):
         term pushes them apart onto what differs between episodes (the wall, the door).
 
       dtype: compute dtype of the conv and dense layers (parameters stay float32).
+      glimpse_radius: r > 0 appends the ``(2r+1)^2 * len(glimpse_channels)`` pixels of the
+        ``glimpse_channels`` around the first keypoint (bilinear, egocentric; e.g. the walls
+        next to the agent in a maze), placed after the layout keypoints: a local view that
+        does not depend on where in the image the agent is. 0: none (the default).
+      map_stride: s > 0 appends the ``glimpse_channels`` pixels at every s-th row and column
+        (a coarse map of the whole layout, e.g. the maze's wall segments; no parameters),
+        after the glimpse. 0: none (the default).
 
-    Latent size: 2K + 2L + global_dim, or latent_dim.
+    Latent size: 2K + 2L + G + M + global_dim (G the glimpse, M the map), or latent_dim.
 
     Input (..., H, W, C) float images; output float32 (..., 2K + global_dim) or
     (..., latent_dim).
@@ -168,6 +199,9 @@ class ConvEncoder(nn.Module):
     layout_channels: tuple[int, ...] | None = None
     layout_kernel: int = 5
     dtype: Any = jnp.float32
+    glimpse_radius: int = 0
+    glimpse_channels: tuple[int, ...] = (1,)
+    map_stride: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, static_layout_axis: int | None = None) -> jax.Array:
@@ -217,6 +251,15 @@ class ConvEncoder(nn.Module):
                 lay = lay.reshape(*batch[:axis], *batch[axis + 1:], -1)
                 lay = jnp.broadcast_to(jnp.expand_dims(lay, axis), (*batch, lay.shape[-1]))
             parts.append(lay.reshape(images.shape[0], -1))
+        if self.glimpse_radius:  # the raw pixels around the first keypoint (no parameters)
+            centre = jax.lax.stop_gradient(kp[:, 0])
+            patch = glimpse(images[..., list(self.glimpse_channels)].astype(f32), centre,
+                            self.glimpse_radius)
+            parts.append(patch.reshape(patch.shape[0], -1))
+        if self.map_stride:  # a coarse, parameter-free map of those channels (the layout)
+            coarse = images[:, ::self.map_stride, ::self.map_stride,
+                            list(self.glimpse_channels)].astype(f32)
+            parts.append(coarse.reshape(coarse.shape[0], -1))
         g = space_to_depth(x, 2)
         parts.append(nn.Dense(self.global_dim, dtype=self.dtype)(
             g.reshape(g.shape[0], -1)).astype(f32))
