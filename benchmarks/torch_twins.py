@@ -130,7 +130,19 @@ class ConvEncoder(nn.Module):
                     box * (1.0 + 0.1 * torch.randn_like(self.keypoint_conv.weight)))
                 self.keypoint_conv.bias.zero_()
         self.layout_keypoints = cfg.get("layout_keypoints", 0)
-        self.layout_conv = _conv(cin, self.layout_keypoints, 1) if self.layout_keypoints else None
+        self.layout_channels = tuple(cfg.get("layout_channels", ())) or None
+        # The layout branch on the raw layout channels (full resolution, no bias, its own
+        # temperature); with layout_static it runs on the first frame of each trajectory.
+        self.layout_static = bool(cfg.get("layout_static", False))
+        self.layout_conv = None
+        if self.layout_keypoints and self.layout_channels is None:
+            self.layout_conv = _conv(cin, self.layout_keypoints, 1)
+        elif self.layout_keypoints:
+            lk = cfg.get("layout_kernel", 5)
+            self.layout_conv = nn.Conv2d(len(self.layout_channels), self.layout_keypoints, lk,
+                                         padding="same", bias=False)
+            self.layout_log_temperature = nn.Parameter(
+                torch.tensor(math.log(0.1), dtype=torch.float32))
         th, tw = -(-h // f), -(-w // f)  # trunk resolution
         gh, gw = -(-th // 2), -(-tw // 2)
         self.global_fc = _linear(gh * gw * 4 * cin, cfg.global_dim)
@@ -139,7 +151,7 @@ class ConvEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *batch, h, w, c = x.shape
-        images = x.reshape(-1, h, w, c)
+        raw, images = x, x.reshape(-1, h, w, c)
         x = space_to_depth(images, self.stem_factor)
         for conv in self.trunk:
             x = gelu(conv_nhwc(conv, x))
@@ -151,10 +163,22 @@ class ConvEncoder(nn.Module):
             sel = images[..., list(self.keypoint_channels)]
             kp = spatial_softmax(conv_nhwc(self.keypoint_conv, sel), temperature)
         parts = [(kp / self.keypoint_scale).reshape(kp.shape[0], -1)]
-        if self.layout_conv is not None:  # layout keypoints: trunk, temperature 1
+        if self.layout_conv is not None and self.layout_channels is None:  # from the trunk
             lay = spatial_softmax(conv_nhwc(self.layout_conv, x), torch.ones(()))
             lay = (lay * self.stem_factor + (self.stem_factor - 1) / 2) / self.keypoint_scale
             parts.append(lay.reshape(lay.shape[0], -1))
+        elif self.layout_conv is not None:
+            static = self.layout_static and len(batch) >= 2
+            sel = raw[..., list(self.layout_channels)]
+            if static:  # (B, T, ...): the first frame of each trajectory
+                sel = sel[:, 0]
+            sel = sel.reshape(-1, h, w, sel.shape[-1])
+            lay = spatial_softmax(conv_nhwc(self.layout_conv, sel),
+                                  torch.exp(self.layout_log_temperature)) / self.keypoint_scale
+            lay = lay.reshape(lay.shape[0], -1)
+            if static:
+                lay = lay.reshape(batch[0], 1, -1).expand(batch[0], batch[1], lay.shape[-1])
+            parts.append(lay.reshape(images.shape[0], -1))
         g = space_to_depth(x, 2)
         parts.append(self.global_fc(g.reshape(g.shape[0], -1)))
         out = torch.cat(parts, -1)
@@ -246,8 +270,11 @@ def load_jax_params(modules, params: Mapping[str, Any]) -> None:
         _load_conv(conv, p[f"Conv_{i}"])
     _load_conv(enc.keypoint_conv, p[f"Conv_{n}"])
     enc.log_temperature.copy_(_t(p["log_temperature"]))
-    if enc.layout_conv is not None:
+    if enc.layout_conv is not None and enc.layout_channels is None:
         _load_conv(enc.layout_conv, p["layout_keypoints"])
+    elif enc.layout_conv is not None:
+        enc.layout_conv.weight.copy_(_t(p["layout_kernel"]).permute(3, 2, 0, 1))
+        enc.layout_log_temperature.copy_(_t(p["layout_log_temperature"]))
     _load_dense(enc.global_fc, p["Dense_0"])  # both flatten (h, w, c)
     if enc.out is not None:
         _load_dense(enc.out, p["Dense_1"])
