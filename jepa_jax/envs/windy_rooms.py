@@ -274,10 +274,4 @@ def render(state: EnvState, params: EnvParams) -> jax.Array:
 def render_positions(pos: jax.Array, wall_x: jax.Array, door_y: jax.Array,
                      params: EnvParams) -> jax.Array:
     """Renders a batch: ``pos`` (..., 2) with layouts broadcastable to (...) -> (..., H, W, 2)."""
-    pos = jnp.asarray(pos, jnp.float32)
-    batch = pos.shape[:-1]
-    wall_x = jnp.broadcast_to(jnp.asarray(wall_x, jnp.float32), batch)
-    door_y = jnp.broadcast_to(jnp.asarray(door_y, jnp.float32), batch)
-    flat = jax.vmap(lambda p, w, d: render(make_state(p, w, d), params))(
-        pos.reshape(-1, 2), wall_x.reshape(-1), door_y.reshape(-1))
-    return flat.reshape(*batch, params.img_size, params.img_size, 2)
+    return two_rooms.render_positions_with(render, pos, wall_x, door_y, params)
