@@ -80,6 +80,32 @@ def test_cross_wall_rate_controls_door_crossings():
     assert np.all(np.abs(start[:, 1] - dy) <= 0.7 * ENV.door_half_width + 1e-4)
 
 
+def test_wall_slide_rate_starts_along_the_wall():
+    key = jax.random.key(4)
+    n, t = 64, 9
+    slide = offline.generate(key, n, t, ENV, offline.PolicyParams(
+        cross_wall_rate=0.0, wall_slide_rate=1.0, angle_noise=0.0))
+    start = np.asarray(slide.pos[:, 0])
+    wx = np.asarray(slide.layout[:, 0])
+    dist = np.abs(start[:, 0] - wx) - ENV.wall_half_width
+    assert np.all((dist >= -1e-4) & (dist <= 3.0 + 1e-4))
+    # Headings along the wall, up or down, turned away from it by |N(0, 0.25)| rad.
+    a = np.asarray(slide.actions[:, 0])
+    angle_to_wall = np.arctan2(np.abs(a[:, 0]), np.abs(a[:, 1]))
+    assert np.mean(angle_to_wall < 0.5) > 0.85 and np.all(angle_to_wall < 1.2)
+    into_wall = np.sign(wx - start[:, 0])
+    assert np.all(a[:, 0] * into_wall <= 1e-6)
+    assert 0.25 < np.mean(a[:, 1] > 0) < 0.75  # both directions
+    # Most of them move (a free run next to the wall), unlike wall-seeking starts.
+    moved = np.linalg.norm(np.asarray(slide.pos[:, -1] - slide.pos[:, 0]), axis=-1)
+    assert np.median(moved) > 4.0
+    # The other kinds of start draw exactly as before.
+    base = offline.generate(key, n, t, ENV, offline.PolicyParams(cross_wall_rate=0.0))
+    none = offline.generate(key, n, t, ENV, offline.PolicyParams(cross_wall_rate=0.0,
+                                                                 wall_slide_rate=0.0))
+    np.testing.assert_array_equal(base.pos, none.pos)
+
+
 def test_generate_errors():
     with pytest.raises(ValueError, match="num_trajectories"):
         offline.generate(jax.random.key(0), 0, 5)

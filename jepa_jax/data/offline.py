@@ -6,7 +6,13 @@ drifts by Gaussian angle noise every step, and step lengths from a normal clippe
 door, heading through it, so that the data shows the door being used as well as the wall
 blocking (PLDM uses 0.6 for its good-quality data). A fraction ``wall_seek_rate`` start a
 few pixels from the middle wall at a random height, heading into it, so that the data holds
-many blocked moves (the rule a predictor finds hardest to learn).
+many blocked moves (the rule a predictor finds hardest to learn). A fraction
+``wall_slide_rate`` start 0-3 px from the middle wall's face, heading along it (up or down,
+turned slightly away from the wall),
+so that the data also holds free moves next to the wall: without them a predictor learns that
+nothing moves near the wall, and a plan that follows the wall to the door looks hopeless to
+it (measured: 5.6 px mean error after 5 steps of such a path, against 0.6 px at 4 steps on
+the data's own distribution).
 
 The data set stores low-dimensional true states (positions and layouts) and actions;
 observations are rendered from them on the fly inside jitted code, which is exact (rendering is
@@ -82,6 +88,7 @@ class PolicyParams:
     angle_noise: float = 0.45
     cross_wall_rate: float = 0.6
     wall_seek_rate: float = 0.0
+    wall_slide_rate: float = 0.0
 
 
 def _random_walk_actions(key, length, pp: PolicyParams, heading):
@@ -118,12 +125,24 @@ def _one_trajectory(key, length: int, env, pp: PolicyParams):
     seek_pos = jnp.stack([wall_x - side * (env.wall_half_width + seek_dist), seek_y])
     seek_pos = jnp.clip(seek_pos, env.low + 0.5, env.high - 0.5)
     seek_heading = jnp.where(side > 0, 0.0, math.pi) + 0.6 * jax.random.normal(ks3, ())
+    # Wall-sliding start: 0-3 px from the middle wall's face, heading along it (up or down),
+    # turned slightly away from the wall: at contact any inward component blocks the move.
+    kl1, kl2, kl3, kl4 = jax.random.split(ks4, 4)
+    slide_dist = jax.random.uniform(kl1, (), minval=0.0, maxval=3.0)
+    slide_y = jax.random.uniform(kl2, (), minval=env.low + 1.0, maxval=env.high - 1.0)
+    slide_pos = jnp.stack([wall_x - side * (env.wall_half_width + slide_dist), slide_y])
+    slide_pos = jnp.clip(slide_pos, env.low + 0.5, env.high - 0.5)
+    up = jnp.where(jax.random.bernoulli(kl3), 1.0, -1.0)
+    slide_heading = up * (0.5 * math.pi + side * jnp.abs(0.25 * jax.random.normal(kl4, ())))
     u = jax.random.uniform(k_cross)
     is_cross = u < pp.cross_wall_rate
-    is_seek = (u >= pp.cross_wall_rate) & (u < pp.cross_wall_rate + pp.wall_seek_rate)
-    del ks4
-    pos0 = jnp.where(is_cross, cross_pos, jnp.where(is_seek, seek_pos, free_pos))
-    heading = jnp.where(is_cross, cross_heading, jnp.where(is_seek, seek_heading, free_heading))
+    seek_end = pp.cross_wall_rate + pp.wall_seek_rate
+    is_seek = (u >= pp.cross_wall_rate) & (u < seek_end)
+    is_slide = (u >= seek_end) & (u < seek_end + pp.wall_slide_rate)
+    pos0 = jnp.where(is_cross, cross_pos, jnp.where(
+        is_seek, seek_pos, jnp.where(is_slide, slide_pos, free_pos)))
+    heading = jnp.where(is_cross, cross_heading, jnp.where(
+        is_seek, seek_heading, jnp.where(is_slide, slide_heading, free_heading)))
     actions = _random_walk_actions(k_act, length - 1, pp, heading)
 
     if stochastic:
