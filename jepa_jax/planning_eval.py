@@ -13,17 +13,20 @@ import numpy as np
 from jepa_jax import cost as cost_lib
 from jepa_jax import diagnostics, evaluation
 from jepa_jax.planning import make_planner
+from jepa_jax.planning.ensemble import planning_model
 from jepa_jax.training.loop import Experiment, load_trained
 
 MODEL_PLANNERS = ("gradient", "cem", "mppi")
 
 
 def build_planner(exp: Experiment, config: ml_collections.ConfigDict, name: str,
-                  critic: tuple[Any, Any, float] | None = None):
+                  critic: tuple[Any, Any, float] | None = None, ensemble: bool = True):
     """The planner ``name`` with the cost and settings of ``config.planning``.
 
     ``critic``: optional ``(Critic, params, weight)``; the cost then gains the terminal value
     ``weight * gamma^H * V(s_H, g)`` (``jepa_jax.critic``), whatever the planner.
+    ``ensemble``: with several predictors (``model.num_predictors``), plan through all of
+    them (default) or through ``params["predictor"]`` alone.
     """
     if name not in MODEL_PLANNERS:
         raise ValueError(f"unknown planner {name!r}; expected one of {MODEL_PLANNERS} "
@@ -35,11 +38,16 @@ def build_planner(exp: Experiment, config: ml_collections.ConfigDict, name: str,
         horizon = int(config.planning[name].horizon)
         cost_cfg["critic_weight"] = float(weight) * model.gamma ** horizon
         critic_fn = model.critic_fn(cparams)
+    # Every predictor of an ensemble (see jepa_jax.planning.ensemble).
+    model = planning_model(exp.wm) if ensemble else exp.wm
+    if critic is not None and model is not exp.wm:
+        raise ValueError("a critic cost is not supported with an ensemble of predictors "
+                         f"(model.num_predictors={exp.wm.num_predictors})")
     cost_fn = cost_lib.make_cost(cost_cfg, critic_fn=critic_fn)
     pcfg = config.planning[name].to_dict()
     pcfg["action_bound"] = float(config.env.action_bound)
     pcfg["shift"] = int(config.planning.replan_every)  # warm start = plan minus executed part
-    return make_planner(name, exp.wm, cost_fn, pcfg)
+    return make_planner(name, model, cost_fn, pcfg)
 
 
 def evaluate_workdir(workdir: str | Path, planner_name: str, *, episodes: int | None = None,

@@ -61,10 +61,20 @@ class WorldModel:
     # The layout channels are constant within a trajectory (walls do not move in an episode):
     # encode_trajectories then runs the encoder's layout branch once per trajectory.
     static_layout: bool = struct.field(pytree_node=False, default=False)
+    # Predictors trained side by side on the same latents (see ``jepa_jax.planning.ensemble``):
+    # member 0 is params["predictor"], used everywhere; members 1.. are
+    # params["predictor_ensemble"], stacked on a leading axis, used by planners.
+    num_predictors: int = struct.field(pytree_node=False, default=1)
 
     def __post_init__(self):
         if self.z_dim < 0:
             raise ValueError(f"model.z_dim must be >= 0, got {self.z_dim}")
+        if isinstance(self.num_predictors, bool) or not isinstance(self.num_predictors, int) \
+                or self.num_predictors < 1:
+            raise ValueError(f"model.num_predictors must be an integer >= 1, got "
+                             f"{self.num_predictors!r}")
+        if self.num_predictors > 1 and self.z_dim:
+            raise ValueError("model.num_predictors > 1 needs a deterministic model (z_dim=0)")
         if self.z_dim and self.posterior_net is None:
             raise ValueError(f"a world model with z_dim={self.z_dim} needs a posterior network")
 
@@ -83,7 +93,31 @@ class WorldModel:
             params["posterior"] = self.posterior_net.init(jax.random.fold_in(key, 3), s, a, s)
         if self.prior_net is not None:
             params["prior"] = self.prior_net.init(jax.random.fold_in(key, 4), s)
+        if self.num_predictors > 1:  # own keys: member 0 is drawn exactly as without them
+            keys = jax.random.split(jax.random.fold_in(key, 5), self.num_predictors - 1)
+            params["predictor_ensemble"] = jax.vmap(self.init_predictor)(keys)
         return params
+
+    def init_predictor(self, key: jax.Array) -> Any:
+        """Fresh parameters for ``params["predictor"]`` (one member)."""
+        s = jnp.zeros((1, self.latent_dim), jnp.float32)
+        a = jnp.zeros((1, self.action_dim), jnp.float32)
+        z = jnp.zeros((1, self.z_dim), jnp.float32) if self.z_dim else None
+        return self.predictor.init(key, s, a, z)
+
+    def predictor_members(self, params: Params) -> Any:
+        """Every predictor's parameters stacked on a leading axis of size num_predictors."""
+        if self.num_predictors == 1:
+            return jax.tree.map(lambda x: x[None], params["predictor"])
+        return jax.tree.map(lambda x, y: jnp.concatenate([x[None], y], 0),
+                            params["predictor"], params["predictor_ensemble"])
+
+    def with_predictor_members(self, params: Params, members: Any) -> Params:
+        """``params`` with the predictors replaced by ``members`` (leading axis K)."""
+        out = {**params, "predictor": jax.tree.map(lambda x: x[0], members)}
+        if self.num_predictors > 1:
+            out["predictor_ensemble"] = jax.tree.map(lambda x: x[1:], members)
+        return out
 
     def check_obs(self, obs: jax.Array, name: str = "obs") -> None:
         """Raises ValueError if ``obs`` does not end in ``obs_shape`` or is not floating."""
@@ -265,7 +299,8 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
     float32; absent in older configs: float32), and when ``z_dim > 0`` the posterior's
     ``posterior_hidden`` (default (128, 128)) and the prior ``z_prior`` ("normal": N(0, I),
     the default; "mixture": learned ``p(z | s)`` with ``prior_components`` components and
-    ``prior_hidden`` layers).
+    ``prior_hidden`` layers), and ``num_predictors`` (an ensemble of predictors trained side
+    by side for the planners; absent: 1).
     """
     dtype_name = cfg.get("compute_dtype", "float32")
     if dtype_name not in COMPUTE_DTYPES:
@@ -324,4 +359,5 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
     return WorldModel(encoder=enc, predictor=pred, inverse=inv, obs_shape=tuple(obs_shape),
                       action_dim=action_dim, latent_dim=latent_dim, z_dim=cfg.z_dim,
                       keypoint_dims=keypoint_dims, posterior_net=post, prior_net=prior,
-                      static_layout=bool(cfg.get("layout_static", False)))
+                      static_layout=bool(cfg.get("layout_static", False)),
+                      num_predictors=cfg.get("num_predictors", 1))

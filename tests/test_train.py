@@ -92,6 +92,10 @@ def test_bad_config_values():
         loop.Experiment(tiny("--config.train.batch_size=1"))
     with pytest.raises(ValueError, match="loss.name"):
         loop.Experiment(tiny("--config.loss.name=nope"))
+    with pytest.raises(ValueError, match="wall_slide_rate must be <= 1"):
+        loop.Experiment(tiny("--config.data.wall_slide_rate=0.5"))
+    with pytest.raises(ValueError, match="num_predictors must be an integer >= 1"):
+        loop.Experiment(tiny("--config.model.num_predictors=0"))
 
 
 def test_nan_guard_names_step_and_metric(tmp_path):

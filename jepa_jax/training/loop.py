@@ -82,7 +82,8 @@ def policy_params_from_config(cfg: ml_collections.ConfigDict) -> offline.PolicyP
     return offline.PolicyParams(
         step_mean=cfg.step_mean, step_std=cfg.step_std, step_min=cfg.step_min,
         step_max=cfg.step_max, angle_noise=cfg.angle_noise,
-        cross_wall_rate=cfg.cross_wall_rate, wall_seek_rate=cfg.wall_seek_rate)
+        cross_wall_rate=cfg.cross_wall_rate, wall_seek_rate=cfg.wall_seek_rate,
+        wall_slide_rate=cfg.get("wall_slide_rate", 0.0))
 
 
 def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -124,6 +125,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"data.num_trajectories ({d.num_trajectories}) must be >= "
          f"train.predictor_batch_size ({t.predictor_batch_size})"),
     ]
+    rates = {k: d.get(k, 0.0) for k in ("cross_wall_rate", "wall_seek_rate", "wall_slide_rate")}
+    checks += [(0.0 <= v <= 1.0, f"data.{k} must be in [0, 1], got {v}") for k, v in rates.items()]
+    checks.append((sum(rates.values()) <= 1.0 + 1e-9,
+                   f"data.cross_wall_rate + wall_seek_rate + wall_slide_rate must be <= 1, got "
+                   f"{sum(rates.values()):.3g}"))
     rounds = t.get("online_rounds", 0)
     if rounds:
         horizon = config.planning.gradient.horizon
@@ -229,12 +235,36 @@ class Experiment:
         learned prior, if any)."""
         if self.wm.z_dim:
             return {k: params[k] for k in ("predictor", "posterior", "prior") if k in params}
+        if self.wm.num_predictors > 1:  # stacked (K, ...), one optimizer state per member
+            return self.wm.predictor_members(params)
         return params["predictor"]
 
     def _with_phase2_params(self, params: Any, trained: Any) -> Any:
         if self.wm.z_dim:
             return {**params, **trained}
+        if self.wm.num_predictors > 1:
+            return self.wm.with_predictor_members(params, trained)
         return {**params, "predictor": trained}
+
+    def reinit_predictor(self, state: TrainState) -> TrainState:
+        """The state with ``params["predictor"]`` drawn afresh (and its predictor-phase
+        optimizer state reset), for ``train.predictor_reinit``: the predictor phase then
+        trains it from scratch on the frozen latents. Why: measured on two runs, ensemble
+        members trained from scratch in that phase let 0-2% of pushes at the wall through,
+        the member that continued from the joint phase's predictor 6-8%. Deterministic
+        (its own key), so resuming at the phase boundary redraws the same parameters."""
+        if self.wm.z_dim:
+            raise ValueError("train.predictor_reinit supports deterministic models only")
+        fresh = jax.jit(self.wm.init_predictor, out_shardings=self.replicated)(
+            jax.random.fold_in(self.init_key, 6))
+        params = {**state.params, "predictor": fresh}
+        state = state.replace(params=params, pred_opt_state=self._init_pred_opt_state(params))
+        return jax.device_put(state, self.state_sharding)
+
+    def _init_pred_opt_state(self, params: Any) -> Any:
+        if self.wm.num_predictors > 1:
+            return jax.vmap(self.pred_optimizer.init)(self.phase2_params(params))
+        return self.pred_optimizer.init(self.phase2_params(params))
 
     def _init_state(self) -> TrainState:
         params = self.wm.init(self.init_key)
@@ -242,7 +272,7 @@ class Experiment:
         rounds = t.get("online_rounds", 0)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=self.optimizer.init(params),
-                          pred_opt_state=self.pred_optimizer.init(self.phase2_params(params)),
+                          pred_opt_state=self._init_pred_opt_state(params),
                           rng=self.rng_key,
                           online=(online_lib.empty(rounds * t.online_trajectories,
                                                    self.config.data.length)
@@ -309,15 +339,25 @@ class Experiment:
         cfg = self.config
         step = state.step - cfg.train.num_steps
         n, b = cfg.data.num_trajectories, cfg.train.predictor_batch_size
-        idx = offline.batch_indices(jax.random.fold_in(self.order_key, 1), n, b, step)
         n_on = int(round(b * cfg.train.get("online_fraction", 0.0))) if latents.shape[0] > n else 0
-        if n_on:
-            k = jax.random.fold_in(jax.random.fold_in(self.order_key, 2), step)
-            on_idx = n + jax.random.randint(k, (n_on,), 0, jnp.maximum(num_online, 1))
-            idx = idx.at[b - n_on:].set(jnp.where(num_online > 0, on_idx, idx[b - n_on:]))
-        idx = jax.lax.with_sharding_constraint(idx, self.batch_sharding)
-        z, acts = jax.lax.with_sharding_constraint((latents[idx], actions[idx]),
-                                                   self.batch_sharding)
+
+        def batch_rows(member):
+            # Member 0 draws exactly the rows of a single predictor; the others their own.
+            salt = (lambda k: k) if member == 0 else (
+                lambda k: jax.random.fold_in(k, 1000 + member))
+            idx = offline.batch_indices(salt(jax.random.fold_in(self.order_key, 1)), n, b, step)
+            if n_on:
+                k = salt(jax.random.fold_in(jax.random.fold_in(self.order_key, 2), step))
+                on_idx = n + jax.random.randint(k, (n_on,), 0, jnp.maximum(num_online, 1))
+                idx = idx.at[b - n_on:].set(jnp.where(num_online > 0, on_idx, idx[b - n_on:]))
+            idx = jax.lax.with_sharding_constraint(idx, self.batch_sharding)
+            return jax.lax.with_sharding_constraint((latents[idx], actions[idx]),
+                                                    self.batch_sharding)
+
+        if self.wm.num_predictors > 1:
+            return self._predictor_ensemble_update(
+                state, [batch_rows(m) for m in range(self.wm.num_predictors)])
+        z, acts = batch_rows(0)
         if self.wm.z_dim:
             return self._predictor_z_update(state, z, acts)
 
@@ -335,6 +375,26 @@ class Experiment:
         return state.replace(step=state.step + 1, params=params,
                              pred_opt_state=pred_opt_state), aux
 
+
+    def _predictor_ensemble_update(self, state: TrainState, batches):
+        """The predictor-only step of an ensemble: every member on its own batch, with its
+        own optimizer state (and gradient clipping), i.e. trained as a lone predictor."""
+        lat = jnp.stack([z for z, _ in batches])  # (K, B, T, D)
+        acts = jnp.stack([a for _, a in batches])  # (K, B, T-1, A)
+        members = self.phase2_params(state.params)  # (K, ...)
+
+        def member_loss(p, z, a):
+            pred = self.wm.rollout({**state.params, "predictor": p}, z[:, 0], a)
+            return jnp.mean((pred - z[:, 1:]) ** 2)
+
+        losses, grads = jax.vmap(jax.value_and_grad(member_loss))(members, lat, acts)
+        updates, pred_opt_state = jax.vmap(self.pred_optimizer.update)(
+            grads, state.pred_opt_state, members)
+        params = self._with_phase2_params(state.params, optax.apply_updates(members, updates))
+        aux = {"predictor_loss": losses[0], "ensemble_loss": jnp.mean(losses),
+               "grad_norm": optax.tree.norm(jax.tree.map(lambda g: g[0], grads))}
+        return state.replace(step=state.step + 1, params=params,
+                             pred_opt_state=pred_opt_state), aux
 
     def _predictor_z_update(self, state: TrainState, lat: jax.Array, acts: jax.Array):
         """The predictor-only step of a latent-variable model: predictor and posterior."""
@@ -366,12 +426,16 @@ class Experiment:
 
 def _collect_online(exp: Experiment, state: TrainState, round_index: int,
                     main: bool) -> TrainState:
-    """Runs online collection round ``round_index`` and writes it into ``state.online``."""
+    """Runs online collection round ``round_index`` and writes it into ``state.online``.
+
+    With an ensemble of K predictors, round r plans through member r mod K alone: it costs
+    what a single predictor's round costs (planning through all K costs K times as much),
+    and the rounds collect the exploits of each member in turn."""
     from jepa_jax.planning_eval import build_planner  # imports this module
 
     t = exp.config.train
     if exp._collector is None:
-        planner = build_planner(exp, exp.config, "gradient")
+        planner = build_planner(exp, exp.config, "gradient", ensemble=False)
         exp._collector = online_lib.make_collector(
             planner, exp.env, exp.config.data.length,
             margin=exp.config.planning.start_goal_margin,
@@ -379,7 +443,12 @@ def _collect_online(exp: Experiment, state: TrainState, round_index: int,
             near_wall_band=tuple(t.get("online_near_wall_band", (0.5, 6.0))))
     t0 = time.time()
     key = jax.random.fold_in(jax.random.fold_in(state.rng, 7), round_index)
-    trajs = jax.block_until_ready(exp._collector(state.params, key, t.online_trajectories))
+    params = state.params
+    if exp.wm.num_predictors > 1:
+        member = round_index % exp.wm.num_predictors
+        params = {**params, "predictor": jax.tree.map(
+            lambda x: x[member], exp.wm.predictor_members(params))}
+    trajs = jax.block_until_ready(exp._collector(params, key, t.online_trajectories))
     online = online_lib.write(state.online, trajs, round_index * t.online_trajectories)
     if main:
         print(f"online round {round_index + 1}: {t.online_trajectories} planned trajectories "
@@ -470,6 +539,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
             else:
                 local = step - tcfg.num_steps
                 if cache is None:  # entering the predictor phase (or resuming inside it)
+                    if local == 0 and tcfg.get("predictor_reinit", False):
+                        state = exp.reinit_predictor(state)
                     cache = exp.encode_dataset(state.params, data)
                     lat, acts = cache, data.actions
                 if rounds and local in collect_at:
