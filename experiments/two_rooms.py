@@ -5,7 +5,7 @@ Run:
 Presets (``--config experiments/two_rooms.py:<preset>``):
   default  trains in under 10 minutes on a 2-core CPU
   tiny     seconds; for tests and smoke runs
-  ensemble default with three predictors that planners plan through (about 15 minutes)
+  ensemble default with three predictors that planners plan through (about 20 minutes)
   full     a longer run (about an hour on a 2-core CPU)
   gpu      sized for one GPU (128 px images, wider encoder, 100k trajectories, bf16):
            python -m jepa_jax.train --config experiments/two_rooms.py:gpu --workdir runs/gpu
@@ -158,8 +158,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
                               dagger_rounds=1, dagger_episodes=4, dagger_labels=32)
     elif preset == "ensemble":
         # Three predictors on the default encoder; planners plan through all of them (see
-        # jepa_jax/planning/ensemble.py). The predictor phase costs about three times the
-        # default's: about 15 minutes on a 2-core CPU.
+        # jepa_jax/planning/ensemble.py). The predictor phase costs about five times the
+        # default's: about 20 minutes on a 2-core CPU (5 predictor steps/s against 24).
         c.model.num_predictors = 3
     elif preset == "full":  # not yet run to completion; see the issue notes
         c.data.num_trajectories = 50000
