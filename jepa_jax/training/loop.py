@@ -362,9 +362,7 @@ class Experiment:
             return self._predictor_z_update(state, z, acts)
 
         def loss_fn(pred_params):
-            params = {**state.params, "predictor": pred_params}
-            pred = self.wm.rollout(params, z[:, 0], acts)
-            return jnp.mean((pred - z[:, 1:]) ** 2)
+            return self._rollout_mse(state.params, pred_params, z, acts)
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params["predictor"])
         updates, pred_opt_state = self.pred_optimizer.update(grads, state.pred_opt_state,
@@ -375,6 +373,12 @@ class Experiment:
         return state.replace(step=state.step + 1, params=params,
                              pred_opt_state=pred_opt_state), aux
 
+    def _rollout_mse(self, params: Any, predictor: Any, lat: jax.Array,
+                     acts: jax.Array) -> jax.Array:
+        """The predictor phase's loss: MSE of ``predictor``'s rollout from the first latent
+        of each row of ``lat`` (B, T, D), driven by ``acts`` (B, T-1, A), against the rest."""
+        pred = self.wm.rollout({**params, "predictor": predictor}, lat[:, 0], acts)
+        return jnp.mean((pred - lat[:, 1:]) ** 2)
 
     def _predictor_ensemble_update(self, state: TrainState, batches):
         """The predictor-only step of an ensemble: every member on its own batch, with its
@@ -384,8 +388,7 @@ class Experiment:
         members = self.phase2_params(state.params)  # (K, ...)
 
         def member_loss(p, z, a):
-            pred = self.wm.rollout({**state.params, "predictor": p}, z[:, 0], a)
-            return jnp.mean((pred - z[:, 1:]) ** 2)
+            return self._rollout_mse(state.params, p, z, a)
 
         losses, grads = jax.vmap(jax.value_and_grad(member_loss))(members, lat, acts)
         updates, pred_opt_state = jax.vmap(self.pred_optimizer.update)(
