@@ -111,9 +111,13 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         surprise_threshold=4.0, disagreement_threshold=0.5, stuck_count=8.0, check_every=10,
         check_horizon=6, memory_size=256, memory_write="ring", memory_temperature=1.0,
         action_noise=0.0, rest_threshold=0.05))
-    # Critic V(s, g): rounds of closed-loop collection with a short-horizon Mode-2 (the critic
-    # is in its cost from round 2 on), TD(lambda) on the transitions in memory.
+    # Critic V(s, g), the optimal discounted reach cost still to come.
+    # method "value_iteration": regression on value iteration over sampled states of the
+    # world (jepa_jax/value_iteration.py; vi_* keys); "td": TD(lambda) on the memories of
+    # closed-loop episodes (the keys after learning_rate).
     c.agent.critic = ml_collections.ConfigDict(dict(
+        method="value_iteration", vi_layouts=256, vi_states=1024, vi_goals=256, vi_sweeps=100,
+        vi_directions=8, vi_door_fraction=0.05, vi_fit_steps=10000, vi_batch_size=1024,
         hidden=(256, 256), gamma=0.98, target="td_lambda", lam=0.9, n_step=8, num_steps=3000,
         batch_size=512, learning_rate=1e-3, target_every=500, rounds=4, episodes=128,
         planner="gradient", horizon=8, replan_every=2, action_noise=0.5, keep_old_data=True,
@@ -152,6 +156,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         c.planning.mppi.update(horizon=8, num_samples=16, num_iters=3)
         c.agent.probe_trajectories = 64
         c.agent.configurator.update(horizon=4, memory_size=32, check_every=4, check_horizon=3)
+        c.agent.critic.update(vi_layouts=3, vi_states=64, vi_goals=16, vi_sweeps=20,
+                              vi_fit_steps=60, vi_batch_size=64)
         c.agent.critic.update(hidden=(32,), num_steps=60, batch_size=64, target_every=30,
                               rounds=2, episodes=4, horizon=4, replan_every=2)
         c.agent.policy.update(hidden=(32,), num_steps=60, batch_size=64, teacher_episodes=4,

@@ -7,10 +7,12 @@ order, and saves under ``<workdir>/agent/``:
    data (``step_scale``, the unit of surprise and of memory distances), the reach-cost
    scale ``reach_sigma^2 * step_scale``, and a linear probe latent -> position fitted on
    offline frames (as ``jepa_jax.diagnostics`` does), which the constraint costs use;
-2. **the critic** (``critic.*``): ``agent.critic.rounds`` rounds of (collect
-   ``agent.critic.episodes`` closed-loop episodes with the short-horizon Mode-2 agent,
-   with the critic from the second round on, writing every transition to its short-term
-   memory; fit the critic by TD(lambda) on those memories);
+2. **the critic** (``critic.*``), by ``agent.critic.method``: "value_iteration" (default)
+   regresses it on value iteration over states sampled in ``agent.critic.vi_layouts``
+   layouts (``jepa_jax.value_iteration``); "td" runs ``agent.critic.rounds`` rounds of
+   (collect ``agent.critic.episodes`` closed-loop episodes with the short-horizon Mode-2
+   agent, with the critic from the second round on, writing every transition to its
+   short-term memory; fit the critic by TD(lambda) on those memories);
 3. **Mode-1** (``policy.*``): behaviour cloning on the transitions of
    ``agent.policy.teacher_episodes`` Mode-2 episodes, then ``agent.policy.dagger_rounds``
    rounds of DAgger (run Mode-1 alone, label ``agent.policy.dagger_labels`` of the states
@@ -18,7 +20,8 @@ order, and saves under ``<workdir>/agent/``:
 
 All episodes here are training tasks drawn from ``agent.seed``, never the evaluation's
 ``planning.seed``. The environment is used the way the agent lives in it: it acts and
-observes images; true positions are used only to fit the probe on offline data.
+observes images; true positions are used only to fit the probe on offline data, and to
+draw the states that value iteration starts from (as the offline data's starts are drawn).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import ml_collections
 import numpy as np
 
 from jepa_jax import agent as agent_lib
-from jepa_jax import configs, diagnostics, evaluation
+from jepa_jax import configs, diagnostics, evaluation, value_iteration
 from jepa_jax import critic as critic_lib
 from jepa_jax import policy as policy_lib
 from jepa_jax.training.loop import Experiment, load_trained
@@ -55,12 +58,24 @@ def load_context(workdir: str | Path, overrides: Sequence[str] = ()
     section (the workdir's own, or, for a model trained before the agent existed, the one of
     ``experiments/two_rooms.py`` at the run's preset) and ``overrides`` applied."""
     config, exp, params = load_trained(workdir)
+    config.unlock()
     if "agent" not in config:
-        config.unlock()
         config.agent = _default_agent_section(config.get("preset", "default"))
-        config.lock()
+    else:  # settings added since the run was trained take the preset's values
+        _fill_missing(config.agent, _default_agent_section(config.get("preset", "default")))
+    config.lock()
     configs.apply_overrides(config, overrides)
     return config, exp, params
+
+
+def _fill_missing(section: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict
+                  ) -> None:
+    for key, value in defaults.items():
+        if key not in section:
+            section[key] = value
+        elif isinstance(value, ml_collections.ConfigDict) and isinstance(
+                section[key], ml_collections.ConfigDict):
+            _fill_missing(section[key], value)
 
 
 def _default_agent_section(preset: str) -> ml_collections.ConfigDict:
@@ -204,9 +219,15 @@ def planning_override(config, planner: str, **values):
 
 def train_critic_stage(config, exp, wm_params, mods: AgentModules, key: jax.Array,
                        log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Rounds of closed-loop collection into memory and TD fitting; sets ``mods.critic``."""
+    """Fits the critic by ``agent.critic.method``; sets ``mods.critic``.
+
+    "value_iteration": value iteration over sampled states of the world, then regression
+    (``jepa_jax.value_iteration``); "td": rounds of closed-loop collection into memory and
+    TD fitting."""
     c = config.agent.critic
     critic = critic_lib.make_critic(c, exp.wm.latent_dim, mods.reach_scale)
+    if c.method == "value_iteration":
+        return _critic_by_value_iteration(config, exp, wm_params, mods, critic, key, log)
     params = critic.init(jax.random.fold_in(key, 0))
     mods.critic, mods.critic_params = critic, params
     data_parts, rounds = [], []
@@ -238,6 +259,27 @@ def train_critic_stage(config, exp, wm_params, mods: AgentModules, key: jax.Arra
             f"{secs:.0f} s); TD fit on {m['num_transitions']} transitions, explained "
             f"variance {m['explained_variance']:.3f}")
     return {"rounds": rounds}
+
+
+def _critic_by_value_iteration(config, exp, wm_params, mods: AgentModules, critic,
+                               key: jax.Array, log: Callable[[str], None]) -> dict[str, Any]:
+    c = config.agent.critic.to_dict()
+    value_iteration.validate(c)
+    t0 = time.perf_counter()
+    tables = value_iteration.value_tables(exp.wm, wm_params, exp.env, jax.random.fold_in(key, 0),
+                                          c, mods.reach_scale, critic.gamma, log)
+    vi_s = time.perf_counter() - t0
+    t = time.perf_counter()
+    params, m = value_iteration.fit_critic(critic, critic.init(jax.random.fold_in(key, 1)),
+                                           tables, c, jax.random.fold_in(key, 2))
+    mods.critic, mods.critic_params = critic, params
+    info = {"method": "value_iteration", "value_iteration_seconds": vi_s,
+            "fit_seconds": time.perf_counter() - t, **m}
+    log(f"critic: value iteration on {c['vi_layouts']} layouts x {c['vi_states']} states "
+        f"({vi_s:.0f} s; {m['snap_cross_rate']:.2%} of snaps cross the wall), regression "
+        f"RMSE {m['train_rmse']:.2f} train / {m['heldout_rmse'] or float('nan'):.2f} held-out "
+        f"layouts ({info['fit_seconds']:.0f} s)")
+    return info
 
 
 def _demos_from_states(states: agent_lib.AgentState, goal_fraction: float = 1.0,

@@ -44,8 +44,12 @@ from jepa_jax.memory import Memory, ordered
 from jepa_jax.networks.heads import CriticNet
 
 TARGETS = ("td_lambda", "n_step")
+METHODS = ("value_iteration", "td")
+"""How ``jepa_jax.agent_training`` fits the critic: regression on value iteration over
+sampled states (``jepa_jax.value_iteration``), or TD targets on closed-loop memories."""
 
 DEFAULTS: dict[str, Any] = {
+    "method": "value_iteration",  # see METHODS
     "hidden": (256, 256),
     "gamma": 0.98,  # discount of the cost-to-go (horizon about 1 / (1 - gamma) steps)
     "target": "td_lambda",  # "td_lambda" or "n_step"
@@ -120,6 +124,8 @@ def validate(c: Mapping[str, Any]) -> None:
         raise ValueError(f"critic gamma must be in [0, 1), got {c['gamma']!r}")
     if not 0.0 <= c["lam"] <= 1.0:
         raise ValueError(f"critic lam must be in [0, 1], got {c['lam']!r}")
+    if c["method"] not in METHODS:
+        raise ValueError(f"unknown critic method {c['method']!r}; valid: {', '.join(METHODS)}")
     if c["target"] not in TARGETS:
         raise ValueError(f"unknown critic target {c['target']!r}; valid: {', '.join(TARGETS)}")
     for key in ("n_step", "num_steps", "batch_size", "target_every"):

@@ -12,6 +12,7 @@ import numpy as np
 
 from jepa_jax import cost as cost_lib
 from jepa_jax import diagnostics, evaluation
+from jepa_jax.critic import cost_config as critic_cost_config
 from jepa_jax.planning import make_planner
 from jepa_jax.planning.ensemble import planning_model
 from jepa_jax.training.loop import Experiment, load_trained
@@ -23,8 +24,10 @@ def build_planner(exp: Experiment, config: ml_collections.ConfigDict, name: str,
                   critic: tuple[Any, Any, float] | None = None, ensemble: bool = True):
     """The planner ``name`` with the cost and settings of ``config.planning``.
 
-    ``critic``: optional ``(Critic, params, weight)``; the cost then gains the terminal value
-    ``weight * gamma^H * V(s_H, g)`` (``jepa_jax.critic``), whatever the planner.
+    ``critic``: optional ``(Critic, params, weight)``; the cost is then the critic's own
+    (``jepa_jax.critic.cost_config``, as the agent plans): the discounted reach cost over
+    the horizon plus the terminal value ``weight * gamma^H * V(s_H, g)``, whatever the
+    planner. The goal-distance terms of ``config.planning.cost`` are not used then.
     ``ensemble``: with several predictors (``model.num_predictors``), plan through all of
     them (default) or through ``params["predictor"]`` alone.
     """
@@ -36,7 +39,7 @@ def build_planner(exp: Experiment, config: ml_collections.ConfigDict, name: str,
     if critic is not None:
         model, cparams, weight = critic
         horizon = int(config.planning[name].horizon)
-        cost_cfg["critic_weight"] = float(weight) * model.gamma ** horizon
+        cost_cfg = critic_cost_config(model, horizon, weight)
         critic_fn = model.critic_fn(cparams)
     # Every predictor of an ensemble (see jepa_jax.planning.ensemble).
     model = planning_model(exp.wm) if ensemble else exp.wm
@@ -84,8 +87,9 @@ def evaluate_workdir(workdir: str | Path, planner_name: str, *, episodes: int | 
         fn = evaluation.make_episode_fn(planner, env, pc.env_steps, pc.replan_every)
         budget.update(planner=planner_name, replan_every=pc.replan_every,
                       plan_calls_per_episode=-(-pc.env_steps // pc.replan_every),
-                      **dict(planner.config), cost=pc.cost.to_dict(),
-                      critic_weight=critic_weight)
+                      **dict(planner.config), critic_weight=critic_weight,
+                      cost=(pc.cost.to_dict() if critic is None else critic_cost_config(
+                          critic[0], int(pc[planner_name].horizon), critic_weight)))
         timing = evaluation.time_plan_call(planner, params, env, episodes_)
     # eval_seconds: wall time of all episodes, compilation of the episode function included.
     positions, plans, secs = evaluation.run_evaluation(

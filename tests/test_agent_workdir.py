@@ -33,7 +33,9 @@ def test_train_agent_saves_modules(workdir):
                  "policy.msgpack", "train_log.json"):
         assert (d / name).exists(), name
     log = json.loads((d / "train_log.json").read_text())
-    assert log["critic"]["rounds"][0]["num_transitions"] > 0
+    assert log["critic"]["method"] == "value_iteration"
+    assert log["critic"]["num_heldout_layouts"] == 1
+    assert 0 <= log["critic"]["heldout_rmse"] < 1e3
     assert "kept_round" in log["policy"]
 
 
@@ -57,6 +59,9 @@ def test_planner_cli_uses_the_critic(workdir):
                           "--critic-weight", "1.0"]) == 0
     saved = json.loads((workdir / "eval_cem_critic.json").read_text())
     assert saved["budget"]["critic_weight"] == 1.0
+    # The critic's own cost: reach cost over the horizon + terminal value, no goal distance.
+    assert saved["budget"]["cost"]["reach_weight"] == 1.0
+    assert saved["budget"]["cost"]["goal_weight"] == 0.0
 
 
 def test_one_line_errors(workdir, tmp_path, capsys):
@@ -85,3 +90,12 @@ def test_agent_notebook_runs(workdir):
                       for o in c.get("outputs", []))
     assert "cost terms:" in outputs and "error: unknown task terms" in outputs
     assert "Mode-2 on" in outputs and "entries:" in outputs
+
+
+def test_td_critic_method(workdir):
+    """The TD(lambda) critic on closed-loop memories is still one setting away (run last:
+    it replaces the workdir's critic)."""
+    assert train_agent.main(["--workdir", str(workdir), "--stages", "critic", *FAST,
+                             "--config.agent.critic.method=td"]) == 0
+    log = json.loads((workdir / "agent" / "train_log.json").read_text())
+    assert log["critic"]["rounds"][0]["num_transitions"] > 0

@@ -182,6 +182,10 @@ def _blocked_by_middle_wall(p, q, wall_x, door_y, params: EnvParams) -> jax.Arra
     return touches & ~in_door
 
 
+blocked_by_middle_wall = _blocked_by_middle_wall
+"""Public name of the wall test: ``(p (2,), q (2,), wall_x, door_y, params) -> bool``."""
+
+
 def transition(pos: jax.Array, action: jax.Array, wall_x: jax.Array, door_y: jax.Array,
                params: EnvParams) -> jax.Array:
     """Next position for one (2,) position and (2,) action (action clipped to the bound)."""
