@@ -416,6 +416,10 @@ def train_agent(workdir: str | Path, overrides: Sequence[str] = (),
         pass
     train_log: dict[str, Any] = {"step_scale": mods.step_scale,
                                  "reach_scale": mods.reach_scale}
+    old_log = Path(workdir) / AGENT_DIR / "train_log.json"
+    if old_log.exists():  # the log of a kept module stays with it
+        kept = json.loads(old_log.read_text())
+        train_log.update({s: kept[s] for s in STAGES if s not in stages and s in kept})
     save_modules(workdir, mods)
     if "critic" in stages:
         t = time.perf_counter()

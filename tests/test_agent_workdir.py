@@ -99,3 +99,4 @@ def test_td_critic_method(workdir):
                              "--config.agent.critic.method=td"]) == 0
     log = json.loads((workdir / "agent" / "train_log.json").read_text())
     assert log["critic"]["rounds"][0]["num_transitions"] > 0
+    assert "kept_round" in log["policy"]  # the kept Mode-1's log stays
