@@ -264,7 +264,6 @@ def train_critic_stage(config, exp, wm_params, mods: AgentModules, key: jax.Arra
 def _critic_by_value_iteration(config, exp, wm_params, mods: AgentModules, critic,
                                key: jax.Array, log: Callable[[str], None]) -> dict[str, Any]:
     c = config.agent.critic.to_dict()
-    value_iteration.validate(c)
     t0 = time.perf_counter()
     tables = value_iteration.value_tables(exp.wm, wm_params, exp.env, jax.random.fold_in(key, 0),
                                           c, mods.reach_scale, critic.gamma, log)

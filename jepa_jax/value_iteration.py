@@ -39,6 +39,7 @@ import numpy as np
 import optax
 
 from jepa_jax.cost import step_reach_cost
+from jepa_jax.critic import critic_loss
 from jepa_jax.envs import two_rooms
 
 DEFAULTS: dict[str, Any] = {
@@ -108,7 +109,8 @@ def snap(latents: jax.Array, next_latents: jax.Array) -> jax.Array:
 
 
 def tabular_values(latents: jax.Array, next_latents: jax.Array, goal_index: jax.Array,
-                   gamma: float, reach_scale: float, num_sweeps: int) -> jax.Array:
+                   gamma: float, reach_scale: float, num_sweeps: int,
+                   successors: jax.Array | None = None) -> jax.Array:
     """Value iteration on the snapped decision process (see the module docstring).
 
     Args:
@@ -118,10 +120,11 @@ def tabular_values(latents: jax.Array, next_latents: jax.Array, goal_index: jax.
       gamma: discount in [0, 1).
       reach_scale: scale of the intrinsic reach cost.
       num_sweeps: sweeps of ``V <- min_a c + gamma V[snap]`` from ``V = 0``.
+      successors: ``snap(latents, next_latents)`` when the caller already has it.
     Returns:
       (N, G) discounted cost-to-go.
     """
-    nxt = snap(latents, next_latents)  # (N, K)
+    nxt = snap(latents, next_latents) if successors is None else successors  # (N, K)
     goals = latents[goal_index]  # (G, D)
     c = step_reach_cost(next_latents[:, :, None], goals[None, None], reach_scale)  # (N, K, G)
 
@@ -158,9 +161,10 @@ def _layout_fn(wm, env: two_rooms.EnvParams, cfg: Mapping[str, Any], gamma: floa
         lat = wm.encode(params, two_rooms.render_positions(pos, wall_x, door_y, env))
         lat_next = wm.encode(params, two_rooms.render_positions(succ, wall_x, door_y, env))
         goal_index = jax.random.choice(kg, n, (num_goals,), replace=False)
-        values = tabular_values(lat, lat_next, goal_index, gamma, reach_scale, sweeps)
-        # Diagnostic only: does a snap jump across the wall?
         j = snap(lat, lat_next)
+        values = tabular_values(lat, lat_next, goal_index, gamma, reach_scale, sweeps,
+                                successors=j)
+        # Diagnostic only: does a snap jump across the wall?
         cross = jax.vmap(jax.vmap(lambda p, q: two_rooms.blocked_by_middle_wall(
             p, q, wall_x, door_y, env)))(succ, pos[j])
         return lat, goal_index, values, jnp.mean(cross)
@@ -209,8 +213,7 @@ def fit_critic(critic, params: Any, tables: ValueTables, cfg: Mapping[str, Any],
     """
     num_layouts = tables.values.shape[0]
     if heldout_layouts is None:
-        heldout_layouts = num_layouts // 8 if num_layouts >= 2 else 0
-        heldout_layouts = max(heldout_layouts, 1 if num_layouts >= 2 else 0)
+        heldout_layouts = max(1, num_layouts // 8) if num_layouts >= 2 else 0
     num_train = num_layouts - heldout_layouts
     steps, batch = int(cfg["vi_fit_steps"]), int(cfg["vi_batch_size"])
     lat = jnp.asarray(tables.latents)
@@ -221,8 +224,7 @@ def fit_critic(critic, params: Any, tables: ValueTables, cfg: Mapping[str, Any],
     opt_state = opt.init(params)
 
     def loss_fn(p, li, ni, gi):
-        pred = critic.value(p, lat[li, ni], goal_lat[li, gi])
-        return jnp.mean(jnp.square(pred - values[li, ni, gi])) / critic.v_max ** 2
+        return critic_loss(critic, p, lat[li, ni], goal_lat[li, gi], values[li, ni, gi])
 
     @functools.partial(jax.jit, static_argnums=3)
     def run(p, o, k, num):
