@@ -20,6 +20,16 @@ from jepa_jax.training.loop import Experiment, load_trained
 MODEL_PLANNERS = ("gradient", "cem", "mppi")
 
 
+def planning_cost_config(config: ml_collections.ConfigDict, name: str,
+                         critic: tuple[Any, Any, float] | None = None) -> dict[str, Any]:
+    """The cost weights planner ``name`` plans with: ``config.planning.cost``, or with a
+    ``critic`` the critic's own cost (see ``build_planner``)."""
+    if critic is None:
+        return config.planning.cost.to_dict()
+    critic_model, _, weight = critic
+    return critic_cost_config(critic_model, int(config.planning[name].horizon), weight)
+
+
 def build_planner(exp: Experiment, config: ml_collections.ConfigDict, name: str,
                   critic: tuple[Any, Any, float] | None = None, ensemble: bool = True):
     """The planner ``name`` with the cost and settings of ``config.planning``.
@@ -34,19 +44,16 @@ def build_planner(exp: Experiment, config: ml_collections.ConfigDict, name: str,
     if name not in MODEL_PLANNERS:
         raise ValueError(f"unknown planner {name!r}; expected one of {MODEL_PLANNERS} "
                          f"or 'straight'")
-    cost_cfg = config.planning.cost.to_dict()
     critic_fn = None
     if critic is not None:
-        model, cparams, weight = critic
-        horizon = int(config.planning[name].horizon)
-        cost_cfg = critic_cost_config(model, horizon, weight)
-        critic_fn = model.critic_fn(cparams)
+        critic_model, cparams, _ = critic
+        critic_fn = critic_model.critic_fn(cparams)
     # Every predictor of an ensemble (see jepa_jax.planning.ensemble).
     model = planning_model(exp.wm) if ensemble else exp.wm
     if critic is not None and model is not exp.wm:
         raise ValueError("a critic cost is not supported with an ensemble of predictors "
                          f"(model.num_predictors={exp.wm.num_predictors})")
-    cost_fn = cost_lib.make_cost(cost_cfg, critic_fn=critic_fn)
+    cost_fn = cost_lib.make_cost(planning_cost_config(config, name, critic), critic_fn=critic_fn)
     pcfg = config.planning[name].to_dict()
     pcfg["action_bound"] = float(config.env.action_bound)
     pcfg["shift"] = int(config.planning.replan_every)  # warm start = plan minus executed part
@@ -88,8 +95,7 @@ def evaluate_workdir(workdir: str | Path, planner_name: str, *, episodes: int | 
         budget.update(planner=planner_name, replan_every=pc.replan_every,
                       plan_calls_per_episode=-(-pc.env_steps // pc.replan_every),
                       **dict(planner.config), critic_weight=critic_weight,
-                      cost=(pc.cost.to_dict() if critic is None else critic_cost_config(
-                          critic[0], int(pc[planner_name].horizon), critic_weight)))
+                      cost=planning_cost_config(config, planner_name, critic))
         timing = evaluation.time_plan_call(planner, params, env, episodes_)
     # eval_seconds: wall time of all episodes, compilation of the episode function included.
     positions, plans, secs = evaluation.run_evaluation(
