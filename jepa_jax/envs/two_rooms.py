@@ -161,7 +161,7 @@ def room_of(pos: jax.Array, wall_x: jax.Array) -> jax.Array:
     return (pos[..., 0] > wall_x).astype(jnp.int32)
 
 
-def _blocked_by_middle_wall(p, q, wall_x, door_y, params: EnvParams) -> jax.Array:
+def blocked_by_middle_wall(p, q, wall_x, door_y, params: EnvParams) -> jax.Array:
     """True if the segment p -> q passes through the middle wall outside the door."""
     x0, x1 = wall_x - params.wall_half_width, wall_x + params.wall_half_width
     dx = q[0] - p[0]
@@ -182,16 +182,12 @@ def _blocked_by_middle_wall(p, q, wall_x, door_y, params: EnvParams) -> jax.Arra
     return touches & ~in_door
 
 
-blocked_by_middle_wall = _blocked_by_middle_wall
-"""Public name of the wall test: ``(p (2,), q (2,), wall_x, door_y, params) -> bool``."""
-
-
 def transition(pos: jax.Array, action: jax.Array, wall_x: jax.Array, door_y: jax.Array,
                params: EnvParams) -> jax.Array:
     """Next position for one (2,) position and (2,) action (action clipped to the bound)."""
     q = pos + clip_action(action, params.action_bound)
     outside = jnp.any((q <= params.low) | (q >= params.high))
-    blocked = outside | _blocked_by_middle_wall(pos, q, wall_x, door_y, params)
+    blocked = outside | blocked_by_middle_wall(pos, q, wall_x, door_y, params)
     return jnp.where(blocked, pos, q)
 
 

@@ -173,7 +173,7 @@ def door_centres(door_y: jax.Array, params: EnvParams) -> jax.Array:
 
 def _blocked_by_middle_wall(p, q, wall_x, door_y, params: EnvParams) -> jax.Array:
     """True if the segment p -> q crosses the middle wall outside both doors (the rule of
-    ``two_rooms._blocked_by_middle_wall`` with two openings)."""
+    ``two_rooms.blocked_by_middle_wall`` with two openings)."""
     x0, x1 = wall_x - params.wall_half_width, wall_x + params.wall_half_width
     dx = q[0] - p[0]
     safe_dx = jnp.where(jnp.abs(dx) < 1e-9, 1e-9, dx)
