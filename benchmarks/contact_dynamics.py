@@ -53,12 +53,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     env, wm = exp.env, exp.wm
-    diag = diagnostics.make_diagnostic_data(jax.random.key(config.diagnostics.seed), env,
-                                            exp.policy, num_probe=256, num_heldout=8,
-                                            num_wall=8)
-    emb = diagnostics._encode_frames(wm, params, diag.probe_train, env)
-    probe = diagnostics.fit_linear_probe(emb.reshape(-1, emb.shape[-1]),
-                                         diag.probe_train.pos.reshape(-1, 2))
+    probe = diagnostics.fit_position_probe(wm, params, env, exp.policy,
+                                           jax.random.key(config.diagnostics.seed))
     rng = np.random.default_rng(0)
     n = args.num
     wall_x = rng.integers(env.wall_x_range[0], env.wall_x_range[1] + 1, n).astype(np.float32)

@@ -56,12 +56,8 @@ def main() -> int:
     print(f"success {success.mean():.0%} over {args.episodes} episodes; replanning from the "
           f"{len(failed)} failures' final states", flush=True)
 
-    diag = diagnostics.make_diagnostic_data(jax.random.key(config.diagnostics.seed), env,
-                                            exp.policy, num_probe=256, num_heldout=8,
-                                            num_wall=8)
-    emb = diagnostics._encode_frames(exp.wm, params, diag.probe_train, env)
-    probe = diagnostics.fit_linear_probe(emb.reshape(-1, emb.shape[-1]),
-                                         diag.probe_train.pos.reshape(-1, 2))
+    probe = diagnostics.fit_position_probe(exp.wm, params, env, exp.policy,
+                                           jax.random.key(config.diagnostics.seed))
 
     def replan(pos, goal, layout, key):
         obs = evaluation._render(pos, layout, env)

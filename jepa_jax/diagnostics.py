@@ -128,6 +128,17 @@ def make_diagnostic_data(key: jax.Array, env: two_rooms.EnvParams,
     return DiagnosticData(probe_train, heldout, start, layout, actions)
 
 
+def fit_position_probe(wm: WorldModel, params, env: two_rooms.EnvParams,
+                       policy: offline.PolicyParams, key: jax.Array,
+                       num_trajectories: int = 256) -> LinearProbe:
+    """A linear probe latent (D,) -> position (2,), fitted on every frame of the
+    probe-fitting set that ``make_diagnostic_data(key, ..., num_probe=num_trajectories)``
+    draws (the same trajectories, without the held-out and wall-push sets)."""
+    trajs = offline.generate(jax.random.split(key, 3)[0], num_trajectories, 17, env, policy)
+    emb = _encode_frames(wm, params, trajs, env)
+    return fit_linear_probe(emb.reshape(-1, emb.shape[-1]), trajs.pos.reshape(-1, 2))
+
+
 def _encode_frames(wm: WorldModel, params, trajs: offline.Trajectories,
                    env: two_rooms.EnvParams, chunk: int = 64) -> jax.Array:
     """Embeddings (N, T, D) of every frame, in chunks of trajectories to bound memory."""

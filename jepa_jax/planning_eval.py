@@ -125,12 +125,8 @@ def _plot(path, exp, params, episodes_, positions, plans, success, name, result,
 
     probe = None
     if name != "straight":
-        diag = diagnostics.make_diagnostic_data(jax.random.key(config.diagnostics.seed),
-                                                exp.env, exp.policy, num_probe=256,
-                                                num_heldout=8, num_wall=8)
-        emb = diagnostics._encode_frames(exp.wm, params, diag.probe_train, exp.env)
-        probe = diagnostics.fit_linear_probe(emb.reshape(-1, emb.shape[-1]),
-                                             diag.probe_train.pos.reshape(-1, 2))
+        probe = diagnostics.fit_position_probe(exp.wm, params, exp.env, exp.policy,
+                                               jax.random.key(config.diagnostics.seed))
     num = min(6, positions.shape[0])
     fig, axes = plt.subplots(1, num, figsize=(3 * num, 3.2))
     axes = np.atleast_1d(axes)

@@ -240,3 +240,19 @@ def test_evaluate_perfect_and_wall_ignoring_models(diag_data):
     metrics, _ = diagnostics.evaluate_world_model(wm, params, diag_data, ENV)
     assert metrics["wall_violation_rate"] == 1.0
     assert metrics["probe_r2"] > 0.9999  # same encoder
+
+
+def test_fit_position_probe_is_the_diagnostics_probe(diag_data):
+    """The helper fits on exactly the probe set of make_diagnostic_data (same key)."""
+    cfg = load_config(f"{PRESET}:tiny").model.to_dict()
+    cfg.update(channels=(4,), num_keypoints=2, global_dim=4, predictor_hidden=(16,),
+               inverse_dynamics_hidden=())
+    wm = make_world_model(ml_collections.ConfigDict(cfg), (65, 65, 2), 2)
+    params = jax.jit(wm.init)(jax.random.key(0))
+    probe = diagnostics.fit_position_probe(wm, params, ENV, offline.PolicyParams(),
+                                           jax.random.key(1), num_trajectories=8)
+    emb = diagnostics._encode_frames(wm, params, diag_data.probe_train, ENV)
+    ref = diagnostics.fit_linear_probe(emb.reshape(-1, emb.shape[-1]),
+                                       diag_data.probe_train.pos.reshape(-1, 2))
+    np.testing.assert_allclose(np.asarray(probe.w), np.asarray(ref.w), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(probe.b), np.asarray(ref.b), rtol=1e-5, atol=1e-6)
