@@ -139,10 +139,9 @@ def _one_trajectory(key, length: int, env, pp: PolicyParams):
     seek_end = pp.cross_wall_rate + pp.wall_seek_rate
     is_seek = (u >= pp.cross_wall_rate) & (u < seek_end)
     is_slide = (u >= seek_end) & (u < seek_end + pp.wall_slide_rate)
-    pos0 = jnp.where(is_cross, cross_pos, jnp.where(
-        is_seek, seek_pos, jnp.where(is_slide, slide_pos, free_pos)))
-    heading = jnp.where(is_cross, cross_heading, jnp.where(
-        is_seek, seek_heading, jnp.where(is_slide, slide_heading, free_heading)))
+    kinds = [is_cross, is_seek, is_slide]
+    pos0 = jnp.select(kinds, [cross_pos, seek_pos, slide_pos], free_pos)
+    heading = jnp.select(kinds, [cross_heading, seek_heading, slide_heading], free_heading)
     actions = _random_walk_actions(k_act, length - 1, pp, heading)
 
     if stochastic:
