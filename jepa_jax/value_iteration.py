@@ -135,15 +135,6 @@ def tabular_values(latents: jax.Array, next_latents: jax.Array, goal_index: jax.
                                                                goals.shape[0]), c.dtype))
 
 
-def _two_rooms_state(key, env: two_rooms.EnvParams, wall_x, door_y, door_fraction: float):
-    """One state: uniform in a room (up to the wall's face), or in the door's gap."""
-    kp, kd, kx, ky = jax.random.split(key, 4)
-    room = two_rooms.sample_free_position(kp, wall_x, env, margin=0.02)
-    gap = jnp.stack([wall_x + env.wall_half_width * jax.random.uniform(kx, (), minval=-1.0),
-                     door_y + env.door_half_width * jax.random.uniform(ky, (), minval=-1.0)])
-    return jnp.where(jax.random.bernoulli(kd, door_fraction), gap, room)
-
-
 def _layout_fn(wm, env: two_rooms.EnvParams, cfg: Mapping[str, Any], gamma: float,
                reach_scale: float) -> Callable:
     n, num_goals = int(cfg["vi_states"]), int(cfg["vi_goals"])
@@ -154,7 +145,8 @@ def _layout_fn(wm, env: two_rooms.EnvParams, cfg: Mapping[str, Any], gamma: floa
     def one_layout(params, key):
         kl, kp, kg = jax.random.split(key, 3)
         wall_x, door_y = two_rooms.sample_layout(kl, env)
-        pos = jax.vmap(lambda k: _two_rooms_state(k, env, wall_x, door_y, door_fraction))(
+        pos = jax.vmap(lambda k: two_rooms.sample_position_or_door(
+            k, wall_x, door_y, env, door_fraction))(
             jax.random.split(kp, n))  # (N, 2)
         succ = jax.vmap(lambda p: jax.vmap(
             lambda a: two_rooms.transition(p, a, wall_x, door_y, env))(actions))(pos)

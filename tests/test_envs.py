@@ -333,6 +333,19 @@ def test_sample_free_position_side():
     np.testing.assert_array_equal(room_right, 1)
 
 
+
+@pytest.mark.parametrize("door_fraction", [0.0, 1.0, 0.25])
+def test_sample_position_or_door(door_fraction):
+    keys = jax.random.split(jax.random.key(3), 400)
+    pos = np.asarray(jax.vmap(lambda k: two_rooms.sample_position_or_door(
+        k, 30.0, 20.0, P, door_fraction))(keys))
+    hw, dh = float(P.wall_half_width), float(P.door_half_width)
+    in_gap = (np.abs(pos[:, 0] - 30.0) <= hw) & (np.abs(pos[:, 1] - 20.0) <= dh)
+    in_wall_band = np.abs(pos[:, 0] - 30.0) < hw  # only door states lie inside the band
+    assert not np.any(in_wall_band & ~in_gap)
+    assert abs(in_gap.mean() - door_fraction) < 0.06
+    assert np.all((pos >= P.low) & (pos <= P.high))
+
 # ---------------------------------------------------------------------------------------------
 # validate_params.
 # ---------------------------------------------------------------------------------------------
