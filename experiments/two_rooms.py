@@ -122,8 +122,12 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         batch_size=512, learning_rate=1e-3, target_every=500, rounds=4, episodes=128,
         planner="gradient", horizon=8, replan_every=2, action_noise=0.5, keep_old_data=True,
         collect_restarts=8, collect_iters=10))
-    # Mode-1 pi(s, g): behaviour cloning on Mode-2's closed-loop transitions, then DAgger.
+    # Mode-1 pi(s, g): trained on Mode-2's own cost ("cost": amortised Mode-2, over encoded
+    # states of pool_layouts layouts), or behaviour cloning on Mode-2's closed-loop
+    # transitions, then DAgger ("bc"). dagger_episodes: also the training tasks Mode-1 is
+    # scored on after fitting.
     c.agent.policy = ml_collections.ConfigDict(dict(
+        method="cost", pool_layouts=256, pool_states=256, door_fraction=0.05,
         hidden=(256, 256), num_steps=3000, batch_size=512, learning_rate=1e-3,
         teacher_episodes=64, dagger_rounds=4, dagger_episodes=64, dagger_labels=2048,
         label_warm_start="policy", goal_fraction=0.1, teacher_noise=0.0))
@@ -161,6 +165,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         c.agent.critic.update(hidden=(32,), num_steps=60, batch_size=64, target_every=30,
                               rounds=2, episodes=4, horizon=4, replan_every=2)
         c.agent.policy.update(hidden=(32,), num_steps=60, batch_size=64, teacher_episodes=4,
+                              pool_layouts=2, pool_states=16,
                               dagger_rounds=1, dagger_episodes=4, dagger_labels=32)
     elif preset == "ensemble":
         # Three predictors on the default encoder; planners plan through all of them (see

@@ -13,10 +13,13 @@ order, and saves under ``<workdir>/agent/``:
    (collect ``agent.critic.episodes`` closed-loop episodes with the short-horizon Mode-2
    agent, with the critic from the second round on, writing every transition to its
    short-term memory; fit the critic by TD(lambda) on those memories);
-3. **Mode-1** (``policy.*``): behaviour cloning on the transitions of
-   ``agent.policy.teacher_episodes`` Mode-2 episodes, then ``agent.policy.dagger_rounds``
-   rounds of DAgger (run Mode-1 alone, label ``agent.policy.dagger_labels`` of the states
-   it visited with Mode-2's first action, refit on everything).
+3. **Mode-1** (``policy.*``), by ``agent.policy.method``: "cost" (default) trains the policy
+   on Mode-2's own cost of its rollout through the world model (amortised Mode-2,
+   ``policy.train_policy_on_cost``) over encoded states of ``agent.policy.pool_layouts``
+   layouts; "bc" clones the transitions of ``agent.policy.teacher_episodes`` Mode-2
+   episodes, then runs ``agent.policy.dagger_rounds`` rounds of DAgger (run Mode-1 alone,
+   label ``agent.policy.dagger_labels`` of the states it visited with Mode-2's first action,
+   refit on everything).
 
 All episodes here are training tasks drawn from ``agent.seed``, never the evaluation's
 ``planning.seed``. The environment is used the way the agent lives in it: it acts and
@@ -43,10 +46,12 @@ from jepa_jax import agent as agent_lib
 from jepa_jax import configs, diagnostics, evaluation, value_iteration
 from jepa_jax import critic as critic_lib
 from jepa_jax import policy as policy_lib
+from jepa_jax.envs import two_rooms
 from jepa_jax.training.loop import Experiment, load_trained
 
 AGENT_DIR = "agent"
 STAGES = ("critic", "policy")
+POLICY_METHODS = ("cost", "bc")
 
 
 # ------------------------------------------------------------------------------- config
@@ -327,10 +332,36 @@ def label_states(agent: agent_lib.Agent, params: Any, s: jax.Array, g: jax.Array
     return jnp.asarray(np.concatenate(out))
 
 
+def layout_latents(exp: Experiment, wm_params: Any, key: jax.Array, num_layouts: int,
+                   num_states: int, door_fraction: float) -> jax.Array:
+    """Encoded states of random Two-Rooms layouts, (num_layouts, num_states, D): positions
+    uniform in the rooms, ``door_fraction`` of them in the door's gap, rendered and encoded."""
+    env = exp.env
+    if not isinstance(env, two_rooms.EnvParams):
+        raise ValueError(f"Mode-1's cost objective samples Two-Rooms layouts; got a "
+                         f"{type(env).__name__} world (use agent.policy.method='bc')")
+
+    @jax.jit
+    def one(k):
+        kl, kp = jax.random.split(k)
+        wall_x, door_y = two_rooms.sample_layout(kl, env)
+        pos = jax.vmap(lambda kk: two_rooms.sample_position_or_door(
+            kk, wall_x, door_y, env, door_fraction))(jax.random.split(kp, num_states))
+        return exp.wm.encode(wm_params, two_rooms.render_positions(pos, wall_x, door_y, env))
+
+    return jnp.stack([one(jax.random.fold_in(key, i)) for i in range(num_layouts)])
+
+
 def train_policy_stage(config, exp, wm_params, mods: AgentModules, key: jax.Array,
                        log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Behaviour cloning on Mode-2's closed-loop transitions, then DAgger rounds."""
+    """Fits Mode-1 by ``agent.policy.method``: "cost" (amortised Mode-2) or "bc" (behaviour
+    cloning on Mode-2's closed-loop transitions, then DAgger rounds)."""
     c = config.agent.policy
+    if c.method not in POLICY_METHODS:
+        raise ValueError(f"unknown agent.policy.method {c.method!r}; valid: "
+                         f"{', '.join(POLICY_METHODS)}")
+    if c.method == "cost":
+        return _policy_by_cost(config, exp, wm_params, mods, key, log)
     policy = policy_lib.make_policy(c, exp.wm.latent_dim, 2, float(config.env.action_bound))
     params = policy.init(jax.random.fold_in(key, 0))
     teacher = build_agent(config, exp, mods, None, mode="mode2",
@@ -387,7 +418,48 @@ def train_policy_stage(config, exp, wm_params, mods: AgentModules, key: jax.Arra
             f"relabelled {s.shape[0]} visited states; now {demos.size} demonstrations")
     mods.policy, mods.policy_params = policy, best[1]
     log(f"Mode-1: kept the policy of round {best[2]} ({best[0]:.0%} alone on training tasks)")
-    return {"rounds": rounds, "kept_round": best[2], "kept_training_success": best[0],
+    return {"method": "bc", "rounds": rounds, "kept_round": best[2],
+            "kept_training_success": best[0],
+            "seconds": time.perf_counter() - t0}
+
+
+def _policy_by_cost(config, exp, wm_params, mods: AgentModules, key: jax.Array,
+                    log: Callable[[str], None]) -> dict[str, Any]:
+    """Mode-1 trained on the cost of Mode-2 (the agent's ``mode2`` configuration for the
+    reach task: same cost terms, critic and horizon), then run alone on training tasks."""
+    c = config.agent.policy
+    for name in ("pool_layouts", "pool_states"):
+        if not isinstance(c[name], int) or c[name] < (2 if name == "pool_states" else 1):
+            raise ValueError(f"agent.policy.{name} must be an integer >= "
+                             f"{2 if name == 'pool_states' else 1}, got {c[name]!r}")
+    if not 0.0 <= c.door_fraction <= 1.0:
+        raise ValueError(f"agent.policy.door_fraction must be in [0, 1], got "
+                         f"{c.door_fraction!r}")
+    policy = policy_lib.make_policy(c, exp.wm.latent_dim, 2, float(config.env.action_bound))
+    mode2 = build_agent(config, exp, mods, None, mode="mode2",
+                        memory_size=_memory_size(config), warm_start="shift")
+    t0 = time.perf_counter()
+    latents = layout_latents(exp, wm_params, jax.random.fold_in(key, 3), c.pool_layouts,
+                             c.pool_states, c.door_fraction)
+    cost_fn = mode2.cost_fn(mods.params(wm_params), agent_lib.empty_task_params())
+    log(f"Mode-1: {c.num_steps} updates on Mode-2's cost (horizon {mode2.config.horizon}, "
+        f"critic {'on' if mode2.config.use_critic else 'off'}) over "
+        f"{c.pool_layouts}x{c.pool_states} encoded states")
+    params, m = policy_lib.train_policy_on_cost(
+        policy, policy.init(jax.random.fold_in(key, 0)), latents, exp.wm.predict, wm_params,
+        cost_fn, mode2.config.horizon, c, jax.random.fold_in(key, 2))
+    fit_seconds = time.perf_counter() - t0
+    mods.policy, mods.policy_params = policy, params
+    mode1 = build_agent(config, exp, mods, None, mode="mode1", memory_size=_memory_size(config))
+    eps = training_episodes(config, exp, c.dagger_episodes, stream=300)
+    pos, _, _, _ = collect(mode1, mods.params(wm_params), config, exp, eps,
+                           jax.random.fold_in(key, 10))
+    success = float(evaluation.score(pos, eps)["success_rate"])
+    log(f"Mode-1: cost {m['loss_first']:.3f} -> {m['loss_last']:.3f} ({fit_seconds:.0f} s); "
+        f"{success:.0%} alone on {c.dagger_episodes} training tasks")
+    return {"method": "cost", "rounds": [{"round": 0, **m, "fit_seconds": fit_seconds,
+                                          "mode1_success_after": success}],
+            "kept_round": 0, "kept_training_success": success,
             "seconds": time.perf_counter() - t0}
 
 

@@ -317,6 +317,47 @@ class TestPolicy:
             np.testing.assert_allclose(states[t], s, rtol=1e-6)
 
 
+    def test_rollout_cost_loss_matches_a_hand_rollout(self):
+        policy = po.make_policy({"hidden": (8,)}, D, A, 2.45)
+        pp = policy.init(jax.random.key(2))
+        predict = lambda p, s, a: 0.9 * s + jnp.concatenate([a, jnp.zeros(D - A)])
+        cost_fn = lambda st, ac, g: jnp.sum((st - g) ** 2) + 0.1 * jnp.sum(ac ** 2)
+        s, g = (jnp.asarray(RNG.normal(size=(3, D)), jnp.float32) for _ in range(2))
+        want = []
+        for i in range(3):  # NumPy rollout, the policy's actions read one by one
+            si, gi, total = np.asarray(s[i]), np.asarray(g[i]), 0.0
+            for _ in range(4):
+                a = np.asarray(policy.act(pp, jnp.asarray(si), g[i]))
+                si = 0.9 * si + np.concatenate([a, np.zeros(D - A)])
+                total += np.sum((si - gi) ** 2) + 0.1 * np.sum(a ** 2)
+            want.append(total)
+        got = po.rollout_cost_loss(policy, pp, predict, None, cost_fn, s, g, 4)
+        np.testing.assert_allclose(got, np.mean(want), rtol=1e-5)
+        with pytest.raises(ValueError, match="s and g must both have shape"):
+            po.rollout_cost_loss(policy, pp, predict, None, cost_fn, s, g[:, :2], 4)
+
+    def test_cost_objective_learns_to_walk_to_the_goal(self):
+        # s' = s + (a, 0); cost |s_1 - g|^2: the optimal action is g - s (inside the bound).
+        policy = po.make_policy({"hidden": (64, 64)}, D, A, 2.45)
+        latents = jnp.asarray(RNG.uniform(-1, 1, size=(4, 64, D)), jnp.float32)
+        latents = latents.at[..., A:].set(0.0)
+        predict = lambda p, s, a: s + jnp.concatenate([a, jnp.zeros(D - A)])
+        cost_fn = lambda st, ac, g: jnp.sum((st[-1] - g) ** 2)
+        cfg = {"num_steps": 400, "batch_size": 128, "learning_rate": 3e-3}
+        params, m = po.train_policy_on_cost(policy, policy.init(jax.random.key(0)), latents,
+                                            predict, None, cost_fn, 1, cfg, jax.random.key(1))
+        assert m["loss_last"] < 0.05 * m["loss_first"]
+        s, g = latents[0, :16], latents[0, 16:32]
+        err = policy.act(params, s, g) - (g - s)[:, :A]
+        assert float(jnp.sqrt(jnp.mean(err ** 2))) < 0.1
+        with pytest.raises(ValueError, match="latents must have shape"):
+            po.train_policy_on_cost(policy, params, latents[0], predict, None, cost_fn, 1, cfg,
+                                    jax.random.key(1))
+        with pytest.raises(ValueError, match="horizon must be >= 1"):
+            po.train_policy_on_cost(policy, params, latents, predict, None, cost_fn, 0, cfg,
+                                    jax.random.key(1))
+
+
 # ----------------------------------------------------------------------------- configurator
 
 

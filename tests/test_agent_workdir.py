@@ -36,7 +36,9 @@ def test_train_agent_saves_modules(workdir):
     assert log["critic"]["method"] == "value_iteration"
     assert log["critic"]["num_heldout_layouts"] == 1
     assert 0 <= log["critic"]["heldout_rmse"] < 1e3
-    assert "kept_round" in log["policy"]
+    assert log["policy"]["method"] == "cost"  # Mode-1 trained on Mode-2's cost
+    assert log["policy"]["rounds"][0]["num_pairs_seen"] > 0
+    assert 0.0 <= log["policy"]["kept_training_success"] <= 1.0
 
 
 def test_evaluate_agent_cli_writes_json(workdir, capsys):
@@ -90,6 +92,19 @@ def test_agent_notebook_runs(workdir):
                       for o in c.get("outputs", []))
     assert "cost terms:" in outputs and "error: unknown task terms" in outputs
     assert "Mode-2 on" in outputs and "entries:" in outputs
+
+
+def test_behaviour_cloning_policy_method(workdir, capsys):
+    """Mode-1 by behaviour cloning and DAgger is still one setting away; a bad method name
+    is a one-line error."""
+    assert train_agent.main(["--workdir", str(workdir), "--stages", "policy",
+                             "--config.agent.policy.method=dance"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown agent.policy.method 'dance'" in err and err.count("\n") == 1
+    assert train_agent.main(["--workdir", str(workdir), "--stages", "policy", *FAST,
+                             "--config.agent.policy.method=bc"]) == 0
+    log = json.loads((workdir / "agent" / "train_log.json").read_text())
+    assert log["policy"]["method"] == "bc" and log["policy"]["rounds"][0]["num_demos"] > 0
 
 
 def test_td_critic_method(workdir):
