@@ -16,7 +16,7 @@ import ast
 import hashlib
 import importlib.util
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +235,15 @@ def apply_overrides(
                 f"invalid value for config.{key}: {text!r} ({_one_line(exc)})"
             ) from None
     return config
+
+
+def with_defaults(cfg: Mapping[str, Any] | Any, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``defaults`` updated by the keys of ``cfg`` (a ConfigDict, a mapping or None) that it
+    has; other keys of ``cfg`` are ignored (a section may hold settings for other parts)."""
+    if cfg is None:
+        values = {}
+    elif hasattr(cfg, "to_dict"):
+        values = dict(cfg.to_dict())
+    else:
+        values = dict(cfg)
+    return {**defaults, **{k: v for k, v in values.items() if k in defaults}}

@@ -38,7 +38,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from jepa_jax import head_checkpoint
+from jepa_jax import configs, head_checkpoint
 from jepa_jax.cost import CriticFn, step_reach_cost
 from jepa_jax.memory import Memory, ordered
 from jepa_jax.networks.heads import CriticNet
@@ -108,7 +108,7 @@ class Critic:
 
 def make_critic(cfg: Mapping[str, Any] | Any, latent_dim: int, reach_scale: float) -> Critic:
     """Builds a ``Critic`` from a config section (keys of ``DEFAULTS``; others ignored)."""
-    c = _with_defaults(cfg)
+    c = configs.with_defaults(cfg, DEFAULTS)
     validate(c)
     if not reach_scale > 0 or not math.isfinite(reach_scale):
         raise ValueError(f"reach_scale must be a finite number > 0, got {reach_scale!r}")
@@ -257,7 +257,7 @@ def concat_transitions(parts: list[Transitions]) -> Transitions:
 def compute_targets(critic: Critic, params: Any, data: Transitions, cfg: Mapping[str, Any]
                     ) -> jax.Array:
     """(E, N) targets of every entry under ``params`` (TD(lambda) or n-step, per ``cfg``)."""
-    c = _with_defaults(cfg)
+    c = configs.with_defaults(cfg, DEFAULTS)
     return _targets(critic, params, data, c["target"], float(c["lam"]), int(c["n_step"]))
 
 
@@ -289,7 +289,7 @@ def train_critic(critic: Critic, params: Any, data: Transitions, cfg: Mapping[st
     current parameters; in between, Adam steps on minibatches drawn uniformly from the
     valid entries. ``progress_fn(step, metrics)`` is called after each round.
     """
-    c = _with_defaults(cfg)
+    c = configs.with_defaults(cfg, DEFAULTS)
     validate(c)
     valid = np.asarray(data.valid).reshape(-1)
     flat_idx = jnp.asarray(np.flatnonzero(valid))
@@ -354,24 +354,8 @@ def save_critic(directory: str | Path, critic: Critic, params: Any,
 def load_critic(directory: str | Path, latent_dim: int) -> tuple[Critic, Any]:
     """``(critic, params)`` saved in ``directory``; a one-line error if it was trained on
     latents of another dimension than ``latent_dim`` (another encoder)."""
-    params, meta = head_checkpoint.load_head(directory, "critic", latent_dim)
-    in_dim = head_checkpoint.first_kernel_in_dim(params)
-    if in_dim != 3 * latent_dim:
-        raise head_checkpoint.HeadCheckpointError(
-            f"critic checkpoint in {directory} has input width {in_dim}, expected "
-            f"{3 * latent_dim} for latent dimension {latent_dim}")
+    params, meta = head_checkpoint.load_head(directory, "critic", latent_dim,
+                                             in_dim=3 * latent_dim)
     critic = make_critic({"hidden": tuple(meta["hidden"]), "gamma": meta["gamma"]},
                          latent_dim, meta["reach_scale"])
     return critic, params
-
-
-def _with_defaults(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
-    if cfg is None:
-        values = {}
-    elif hasattr(cfg, "to_dict"):
-        values = dict(cfg.to_dict())
-    else:
-        values = dict(cfg)
-    out = dict(DEFAULTS)
-    out.update({k: v for k, v in values.items() if k in DEFAULTS})
-    return out

@@ -38,8 +38,12 @@ def save_head(directory: str | Path, name: str, params: Any, meta: dict[str, Any
     return path
 
 
-def load_head(directory: str | Path, name: str, latent_dim: int) -> tuple[Any, dict[str, Any]]:
+def load_head(directory: str | Path, name: str, latent_dim: int, in_dim: int | None = None
+              ) -> tuple[Any, dict[str, Any]]:
     """``(params, meta)`` of the head ``name`` saved in ``directory``.
+
+    ``in_dim``: the input width the head's first Dense layer must have (e.g. ``3 *
+    latent_dim`` for a head on ``(s, g, s - g)``); None: not checked.
 
     Raises:
       HeadCheckpointError: files missing, or trained for another latent dimension.
@@ -54,8 +58,13 @@ def load_head(directory: str | Path, name: str, latent_dim: int) -> tuple[Any, d
         raise HeadCheckpointError(
             f"{name} checkpoint in {directory} was trained on latents of dimension "
             f"{meta.get('latent_dim')}, but this world model's encoder gives {latent_dim}")
-    params = flax.serialization.msgpack_restore(params_path.read_bytes())
-    return jax.tree.map(np.asarray, params), meta
+    params = jax.tree.map(np.asarray,
+                          flax.serialization.msgpack_restore(params_path.read_bytes()))
+    if in_dim is not None and first_kernel_in_dim(params) != in_dim:
+        raise HeadCheckpointError(
+            f"{name} checkpoint in {directory} has input width {first_kernel_in_dim(params)}, "
+            f"expected {in_dim} for latent dimension {latent_dim}")
+    return params, meta
 
 
 def first_kernel_in_dim(params: Any) -> int:

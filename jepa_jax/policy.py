@@ -39,7 +39,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from jepa_jax import head_checkpoint
+from jepa_jax import configs, head_checkpoint
 from jepa_jax.networks.heads import PolicyNet
 
 DEFAULTS: dict[str, Any] = {
@@ -84,7 +84,7 @@ class Policy:
 def make_policy(cfg: Mapping[str, Any] | Any, latent_dim: int, action_dim: int,
                 action_bound: float) -> Policy:
     """Builds a ``Policy`` from a config section (keys of ``DEFAULTS``; others ignored)."""
-    c = _with_defaults(cfg)
+    c = configs.with_defaults(cfg, DEFAULTS)
     validate(c)
     if not action_bound > 0:
         raise ValueError(f"action_bound must be > 0, got {action_bound!r}")
@@ -144,7 +144,7 @@ def train_policy(policy: Policy, params: Any, demos: Demonstrations,
                  progress_fn: Callable[[int, dict[str, float]], None] | None = None
                  ) -> tuple[Any, dict[str, Any]]:
     """Behaviour cloning on ``demos``: ``num_steps`` Adam updates on random minibatches."""
-    c = _with_defaults(cfg)
+    c = configs.with_defaults(cfg, DEFAULTS)
     validate(c)
     if demos.size == 0:
         raise ValueError("no demonstrations to train the policy on")
@@ -237,7 +237,7 @@ def train_policy_on_cost(policy: Policy, params: Any, latents: jax.Array,
     Returns:
       ``(params, metrics)`` with the mean loss of the first and last 50 updates.
     """
-    c = _with_defaults(cfg)
+    c = configs.with_defaults(cfg, DEFAULTS)
     validate(c)
     latents = jnp.asarray(latents)
     if latents.ndim != 3 or latents.shape[-1] != policy.latent_dim or latents.shape[1] < 2:
@@ -287,22 +287,8 @@ def save_policy(directory: str | Path, policy: Policy, params: Any,
 
 def load_policy(directory: str | Path, latent_dim: int) -> tuple[Policy, Any]:
     """``(policy, params)``; a one-line error if trained on another latent dimension."""
-    params, meta = head_checkpoint.load_head(directory, "policy", latent_dim)
-    if head_checkpoint.first_kernel_in_dim(params) != 3 * latent_dim:
-        raise head_checkpoint.HeadCheckpointError(
-            f"policy checkpoint in {directory} does not match latent dimension {latent_dim}")
+    params, meta = head_checkpoint.load_head(directory, "policy", latent_dim,
+                                             in_dim=3 * latent_dim)
     policy = make_policy({"hidden": tuple(meta["hidden"])}, latent_dim, meta["action_dim"],
                          meta["action_bound"])
     return policy, params
-
-
-def _with_defaults(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
-    if cfg is None:
-        values = {}
-    elif hasattr(cfg, "to_dict"):
-        values = dict(cfg.to_dict())
-    else:
-        values = dict(cfg)
-    out = dict(DEFAULTS)
-    out.update({k: v for k, v in values.items() if k in DEFAULTS})
-    return out

@@ -224,6 +224,13 @@ class TestCritic:
         assert "\n" not in str(e.value) and "dimension 5" in str(e.value)
         with pytest.raises(head_checkpoint.HeadCheckpointError, match="no critic checkpoint"):
             cr.load_critic(tmp_path / "missing", 5)
+        # Parameters of another encoder's head under a matching latent_dim record.
+        policy = po.make_policy({"hidden": (8,)}, 4, A, 2.45)
+        head_checkpoint.save_head(tmp_path, "policy", policy.init(jax.random.key(0)),
+                                  {**policy.meta(), "latent_dim": 5})
+        with pytest.raises(head_checkpoint.HeadCheckpointError,
+                           match="has input width 12, expected 15 for latent dimension 5"):
+            po.load_policy(tmp_path, 5)
 
     def test_cost_is_intrinsic_plus_critic(self):
         critic = cr.make_critic({"hidden": (8,), "gamma": 0.9}, D, 0.5)
