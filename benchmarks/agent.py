@@ -3,6 +3,7 @@
     python benchmarks/agent.py --workdir runs/default       # trains critic and Mode-1, measures
     python benchmarks/agent.py --workdir W --quick           # smoke run: few episodes
     python benchmarks/agent.py --oracle                      # reference: a perfect world model
+    python benchmarks/agent.py --workdir W --reuse --timing-only   # ms per action only
 
 It fits the agent's modules on the workdir's model (as ``python -m jepa_jax.train_agent``
 does, timing the critic and Mode-1 apart, and saves them in ``W/agent``), then measures:
@@ -58,6 +59,9 @@ def main() -> int:
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--reuse", action="store_true",
                         help="use the modules already saved in W/agent instead of training")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="only ms per action of Mode-1 and of Mode-2 while acting (one "
+                             "episode each; quick on a quiet machine) -> agent_timing.json")
     parser.add_argument("--out", default=None, help="output JSON path")
     args, overrides = parser.parse_known_args()
     if not args.workdir and not args.oracle:
@@ -85,6 +89,8 @@ def main() -> int:
         Path(args.workdir) / "agent_benchmark_quick.json" if args.quick and args.workdir
         else ROOT / "benchmarks" / "results" / ("agent_oracle.json" if args.oracle
                                                  else "agent.json"))
+    if args.timing_only and not args.out:
+        out_path = ROOT / "benchmarks" / "results" / "agent_timing.json"
     if args.quick and args.oracle and not args.out:
         out_path = Path("/tmp/agent_benchmark_oracle_quick.json")
     seed = int(config.planning.seed)
@@ -118,6 +124,24 @@ def main() -> int:
         if args.workdir and not args.oracle:
             agent_training.save_modules(args.workdir, mods, result["training"])
         log(f"trained: critic {critic_s:.0f} s, Mode-1 {policy_s:.0f} s")
+
+    if args.timing_only:
+        h, rep = int(ac.critic.horizon), int(ac.critic.replan_every)
+        m1 = time_actions(config, exp, wp, mods, n, seed, mode="mode1")
+        m2 = time_actions(config, exp, wp, mods, n, seed, mode="mode2", horizon=h,
+                          replan_every=rep, warm_start="shift", use_critic=True,
+                          rest_threshold=0.0)
+        result.update(mode1=m1, mode2_acting=m2,
+                      time_ratio_acting=m2["ms_per_action"] / max(m1["ms_per_action"], 1e-9),
+                      mode2_settings={"horizon": h, "replan_every": rep, "critic": True},
+                      load_average=os.getloadavg(), jax=jax.__version__,
+                      date=datetime.datetime.now().isoformat(timespec="seconds"))
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(result, indent=2, default=_json))
+        log(f"Mode-1 {m1['ms_per_action']:.3f} ms/action; Mode-2 (H{h}, replan every {rep}, "
+            f"critic) while acting {m2['ms_per_action']:.3f} ms/action: "
+            f"{result['time_ratio_acting']:.0f}x; wrote {out_path}")
+        return 0
 
     def run(task, label, timing=False, **kw):
         r = agent_eval.run_task(config, exp, wp, mods, task, n, seed, timing=timing, **kw)
