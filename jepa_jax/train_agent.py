@@ -2,8 +2,9 @@
 
     python -m jepa_jax.train_agent --workdir W [--stages critic,policy] [--config.agent.X=V]
 
-Fits the position probe and latent scales, the critic (closed-loop collection into
-short-term memory, TD(lambda)) and Mode-1 (behaviour cloning on Mode-2, DAgger), and saves
+Fits the position probe and latent scales, the critic (value iteration over sampled
+states, or TD(lambda) on closed-loop memories: ``agent.critic.method``) and Mode-1 (trained
+on Mode-2's cost, or behaviour cloning on Mode-2 with DAgger: ``agent.policy.method``), and saves
 them under ``W/agent/`` (see ``jepa_jax/agent_training.py``). Then
 ``python -m jepa_jax.evaluate --workdir W --planner agent`` runs the agent.
 """
