@@ -101,6 +101,10 @@ def test_behaviour_cloning_policy_method(workdir, capsys):
                              "--config.agent.policy.method=dance"]) == 1
     err = capsys.readouterr().err
     assert "unknown agent.policy.method 'dance'" in err and err.count("\n") == 1
+    assert train_agent.main(["--workdir", str(workdir), "--stages", "policy",
+                             "--config.agent.policy.pool_states=1"]) == 1
+    err = capsys.readouterr().err
+    assert "agent.policy.pool_states must be an integer >= 2" in err and err.count("\n") == 1
     assert train_agent.main(["--workdir", str(workdir), "--stages", "policy", *FAST,
                              "--config.agent.policy.method=bc"]) == 0
     log = json.loads((workdir / "agent" / "train_log.json").read_text())
