@@ -51,7 +51,6 @@ from jepa_jax.training.loop import Experiment, load_trained
 
 AGENT_DIR = "agent"
 STAGES = ("critic", "policy")
-POLICY_METHODS = ("cost", "bc")
 
 
 # ------------------------------------------------------------------------------- config
@@ -357,12 +356,10 @@ def train_policy_stage(config, exp, wm_params, mods: AgentModules, key: jax.Arra
     """Fits Mode-1 by ``agent.policy.method``: "cost" (amortised Mode-2) or "bc" (behaviour
     cloning on Mode-2's closed-loop transitions, then DAgger rounds)."""
     c = config.agent.policy
-    if c.method not in POLICY_METHODS:
-        raise ValueError(f"unknown agent.policy.method {c.method!r}; valid: "
-                         f"{', '.join(POLICY_METHODS)}")
-    if c.method == "cost":
-        return _policy_by_cost(config, exp, wm_params, mods, key, log)
+    # make_policy validates the whole section, the method and its settings included.
     policy = policy_lib.make_policy(c, exp.wm.latent_dim, 2, float(config.env.action_bound))
+    if c.method == "cost":
+        return _policy_by_cost(config, exp, wm_params, mods, policy, key, log)
     params = policy.init(jax.random.fold_in(key, 0))
     teacher = build_agent(config, exp, mods, None, mode="mode2",
                           memory_size=_memory_size(config), warm_start="shift")
@@ -423,19 +420,11 @@ def train_policy_stage(config, exp, wm_params, mods: AgentModules, key: jax.Arra
             "seconds": time.perf_counter() - t0}
 
 
-def _policy_by_cost(config, exp, wm_params, mods: AgentModules, key: jax.Array,
-                    log: Callable[[str], None]) -> dict[str, Any]:
+def _policy_by_cost(config, exp, wm_params, mods: AgentModules, policy: policy_lib.Policy,
+                    key: jax.Array, log: Callable[[str], None]) -> dict[str, Any]:
     """Mode-1 trained on the cost of Mode-2 (the agent's ``mode2`` configuration for the
     reach task: same cost terms, critic and horizon), then run alone on training tasks."""
     c = config.agent.policy
-    for name in ("pool_layouts", "pool_states"):
-        if not isinstance(c[name], int) or c[name] < (2 if name == "pool_states" else 1):
-            raise ValueError(f"agent.policy.{name} must be an integer >= "
-                             f"{2 if name == 'pool_states' else 1}, got {c[name]!r}")
-    if not 0.0 <= c.door_fraction <= 1.0:
-        raise ValueError(f"agent.policy.door_fraction must be in [0, 1], got "
-                         f"{c.door_fraction!r}")
-    policy = policy_lib.make_policy(c, exp.wm.latent_dim, 2, float(config.env.action_bound))
     mode2 = build_agent(config, exp, mods, None, mode="mode2",
                         memory_size=_memory_size(config), warm_start="shift")
     t0 = time.perf_counter()

@@ -3,7 +3,7 @@
 Behaviour cloning regresses the policy's action onto the planner's first action at states
 the agent visited in closed loop; DAgger-style relabelling then runs the policy itself,
 asks the planner what it would do at the states the *policy* reached, and refits on the
-union (``jepa_jax.agent_setup.train_mode1`` runs those rounds)::
+union (``jepa_jax.agent_training.train_policy_stage`` runs those rounds)::
 
     policy = make_policy(cfg, latent_dim=D, action_dim=2, action_bound=2.45)
     params = policy.init(key)
@@ -16,7 +16,7 @@ the critic, on (state, goal) pairs drawn from encoded states of many layouts. Th
 labels to imitate: a planner's first action is noisy where many plans cost the same (far
 from the goal, the reach cost is flat), and behaviour cloning averages those choices.
 Measured on the default Two-Rooms model (``benchmarks/agent.py``): 4% success alone by
-behaviour cloning and DAgger, 36% by the cost objective. ::
+behaviour cloning and DAgger, 39% by the cost objective. ::
 
     params, metrics = train_policy_on_cost(policy, params, latents, predict, wm_params,
                                            cost_fn, horizon, cfg, key)
@@ -42,7 +42,15 @@ from flax import struct
 from jepa_jax import configs, head_checkpoint
 from jepa_jax.networks.heads import PolicyNet
 
+METHODS = ("cost", "bc")
+"""How ``jepa_jax.agent_training`` fits Mode-1: on Mode-2's cost (``train_policy_on_cost``)
+or by behaviour cloning of Mode-2 with DAgger (``train_policy``)."""
+
 DEFAULTS: dict[str, Any] = {
+    "method": "cost",  # see METHODS
+    "pool_layouts": 256,  # "cost": layouts whose encoded states make the (s, g) pairs
+    "pool_states": 256,  # "cost": encoded states per layout
+    "door_fraction": 0.05,  # "cost": share of those states in the door's gap
     "hidden": (256, 256),
     "num_steps": 3000,  # Adam updates per fit
     "batch_size": 512,
@@ -93,6 +101,16 @@ def make_policy(cfg: Mapping[str, Any] | Any, latent_dim: int, action_dim: int,
 
 
 def validate(c: Mapping[str, Any]) -> None:
+    if c["method"] not in METHODS:
+        raise ValueError(f"unknown agent.policy.method {c['method']!r}; valid: "
+                         f"{', '.join(METHODS)}")
+    for key, least in (("pool_layouts", 1), ("pool_states", 2)):
+        if not isinstance(c[key], int) or c[key] < least:
+            raise ValueError(f"agent.policy.{key} must be an integer >= {least}, got "
+                             f"{c[key]!r}")
+    if not 0.0 <= c["door_fraction"] <= 1.0:
+        raise ValueError(f"agent.policy.door_fraction must be in [0, 1], got "
+                         f"{c['door_fraction']!r}")
     for key in ("num_steps", "batch_size"):
         if not isinstance(c[key], int) or c[key] < 1:
             raise ValueError(f"policy {key} must be an integer >= 1, got {c[key]!r}")
