@@ -127,10 +127,10 @@ def main() -> int:
 
     if args.timing_only:
         h, rep = int(ac.critic.horizon), int(ac.critic.replan_every)
-        m1 = time_actions(config, exp, wp, mods, n, seed, mode="mode1")
-        m2 = time_actions(config, exp, wp, mods, n, seed, mode="mode2", horizon=h,
-                          replan_every=rep, warm_start="shift", use_critic=True,
-                          rest_threshold=0.0)
+        m1 = agent_eval.time_task(config, exp, wp, mods, "reach", n, seed, mode="mode1")
+        m2 = agent_eval.time_task(config, exp, wp, mods, "reach", n, seed, mode="mode2",
+                                  horizon=h, replan_every=rep, warm_start="shift",
+                                  use_critic=True, rest_threshold=0.0)
         result.update(mode1=m1, mode2_acting=m2,
                       time_ratio_acting=m2["ms_per_action"] / max(m1["ms_per_action"], 1e-9),
                       mode2_settings={"horizon": h, "replan_every": rep, "critic": True},
@@ -182,8 +182,9 @@ def main() -> int:
     # A timed episode's Mode-2 stops planning once it rests at the goal, so its ms/action
     # depends on how soon it arrives. Timed again never resting: Mode-2's cost per action
     # while it acts (a plan every replan_every steps), the figure Mode-1 replaces.
-    m2_acting = time_actions(config, exp, wp, mods, n, seed, rest_threshold=0.0,
-                             **(short | {"use_critic": True} if same else {"mode": "mode2"}))
+    m2_acting = agent_eval.time_task(
+        config, exp, wp, mods, "reach", n, seed, rest_threshold=0.0,
+        **(short | {"use_critic": True} if same else {"mode": "mode2"}))
     log(f"Mode-2 while acting (never resting): {m2_acting['ms_per_action']:.3f} ms/action, "
         f"{m2_acting['timed_plans_per_episode']:.0f} plans per episode")
     result["modes"] = {
@@ -258,23 +259,6 @@ def main() -> int:
         log(f"  {name}: {t['value']} (target {t['target']}"
             + (f", {'met' if t['met'] else 'NOT met'})" if "met" in t else ")"))
     return 0
-
-
-def time_actions(config, exp, wp, mods, n, seed, **overrides):
-    """``agent.time_per_action`` of the agent built with ``overrides`` on the reach task's
-    first episode (the one ``agent_eval.run_task`` times)."""
-    import jax
-
-    from jepa_jax import agent as agent_lib
-    from jepa_jax import agent_eval, agent_training
-
-    agent = agent_training.build_agent(config, exp, mods, agent_eval.TASKS["reach"],
-                                       **overrides)
-    eps, task = agent_eval.make_task_episodes("reach", jax.random.key(seed), n, exp.env,
-                                              margin=config.planning.start_goal_margin)
-    return agent_lib.time_per_action(agent, mods.params(wp), exp.env,
-                                     config.planning.env_steps, eps.start[0], eps.goal[0],
-                                     eps.layout[0], jax.tree.map(lambda x: x[0], task))
 
 
 def warm_start_study(config, exp, wp, mods, num_problems, n, seed, run, log):

@@ -97,12 +97,8 @@ def run_task(config, exp, wm_params, mods: agent_training.AgentModules, name: st
              ) -> dict[str, Any]:
     """Builds the agent for task family ``name`` (configurator ``overrides``), runs
     ``episodes`` problems from ``seed`` and scores them; with ``timing``, also the ms per
-    action of one unbatched episode."""
-    _check_task(name)
-    agent = agent_training.build_agent(config, exp, mods, TASKS[name], **overrides)
-    key = jax.random.key(seed)
-    eps, task = make_task_episodes(name, key, episodes, exp.env,
-                                   margin=config.planning.start_goal_margin)
+    action of one unbatched episode (see ``time_task``)."""
+    agent, key, eps, task = _task_setup(config, exp, mods, name, episodes, seed, overrides)
     params = mods.params(wm_params)
     positions, infos, _, secs = agent_lib.run_episodes(
         agent, params, exp.env, config.planning.env_steps, eps.start, eps.goal, eps.layout,
@@ -116,11 +112,32 @@ def run_task(config, exp, wm_params, mods: agent_training.AgentModules, name: st
                        "planner_config": agent.config.planner_config,
                        "use_critic": agent.config.use_critic, **agent.config.settings})
     if timing:
-        one = jax.tree.map(lambda x: x[0], task)
-        result.update(agent_lib.time_per_action(agent, params, exp.env,
-                                                config.planning.env_steps, eps.start[0],
-                                                eps.goal[0], eps.layout[0], one))
+        result.update(_time_first_episode(agent, params, config, exp.env, eps, task))
     return result
+
+
+def time_task(config, exp, wm_params, mods: agent_training.AgentModules, name: str,
+              episodes: int, seed: int, **overrides: Any) -> dict[str, float]:
+    """``agent.time_per_action`` of the agent ``run_task`` builds, on the first of its
+    episodes (the one ``run_task`` times), without running the others."""
+    agent, _, eps, task = _task_setup(config, exp, mods, name, episodes, seed, overrides)
+    return _time_first_episode(agent, mods.params(wm_params), config, exp.env, eps, task)
+
+
+def _task_setup(config, exp, mods, name, episodes, seed, overrides):
+    """``(agent, key, episodes, task params)`` for task family ``name`` from ``seed``."""
+    _check_task(name)
+    agent = agent_training.build_agent(config, exp, mods, TASKS[name], **overrides)
+    key = jax.random.key(seed)
+    eps, task = make_task_episodes(name, key, episodes, exp.env,
+                                   margin=config.planning.start_goal_margin)
+    return agent, key, eps, task
+
+
+def _time_first_episode(agent, params, config, env, eps, task) -> dict[str, float]:
+    one = jax.tree.map(lambda x: x[0], task)
+    return agent_lib.time_per_action(agent, params, env, config.planning.env_steps,
+                                     eps.start[0], eps.goal[0], eps.layout[0], one)
 
 
 def evaluate_agent(workdir: str | Path, task: str = "reach", *, episodes: int | None = None,
