@@ -344,8 +344,8 @@ def layout_latents(exp: Experiment, wm_params: Any, key: jax.Array, num_layouts:
     def one(k):
         kl, kp = jax.random.split(k)
         wall_x, door_y = two_rooms.sample_layout(kl, env)
-        pos = jax.vmap(lambda kk: two_rooms.sample_position_or_door(
-            kk, wall_x, door_y, env, door_fraction))(jax.random.split(kp, num_states))
+        pos = two_rooms.sample_positions_or_door(kp, wall_x, door_y, env, num_states,
+                                                 door_fraction)
         return exp.wm.encode(wm_params, two_rooms.render_positions(pos, wall_x, door_y, env))
 
     return jnp.stack([one(jax.random.fold_in(key, i)) for i in range(num_layouts)])

@@ -145,9 +145,8 @@ def _layout_fn(wm, env: two_rooms.EnvParams, cfg: Mapping[str, Any], gamma: floa
     def one_layout(params, key):
         kl, kp, kg = jax.random.split(key, 3)
         wall_x, door_y = two_rooms.sample_layout(kl, env)
-        pos = jax.vmap(lambda k: two_rooms.sample_position_or_door(
-            k, wall_x, door_y, env, door_fraction))(
-            jax.random.split(kp, n))  # (N, 2)
+        pos = two_rooms.sample_positions_or_door(kp, wall_x, door_y, env, n,
+                                                 door_fraction)  # (N, 2)
         succ = jax.vmap(lambda p: jax.vmap(
             lambda a: two_rooms.transition(p, a, wall_x, door_y, env))(actions))(pos)
         lat = wm.encode(params, two_rooms.render_positions(pos, wall_x, door_y, env))

@@ -335,10 +335,9 @@ def test_sample_free_position_side():
 
 
 @pytest.mark.parametrize("door_fraction", [0.0, 1.0, 0.25])
-def test_sample_position_or_door(door_fraction):
-    keys = jax.random.split(jax.random.key(3), 400)
-    pos = np.asarray(jax.vmap(lambda k: two_rooms.sample_position_or_door(
-        k, 30.0, 20.0, P, door_fraction))(keys))
+def test_sample_positions_or_door(door_fraction):
+    pos = np.asarray(two_rooms.sample_positions_or_door(jax.random.key(3), 30.0, 20.0, P, 400,
+                                                        door_fraction))
     hw, dh = float(P.wall_half_width), float(P.door_half_width)
     in_gap = (np.abs(pos[:, 0] - 30.0) <= hw) & (np.abs(pos[:, 1] - 20.0) <= dh)
     in_wall_band = np.abs(pos[:, 0] - 30.0) < hw  # only door states lie inside the band

@@ -149,16 +149,21 @@ def sample_free_position(key: jax.Array, wall_x: jax.Array, params: EnvParams,
     return jnp.stack([x, y])
 
 
-def sample_position_or_door(key: jax.Array, wall_x: jax.Array, door_y: jax.Array,
-                            params: EnvParams, door_fraction: float = 0.05) -> jax.Array:
-    """A position uniform in a room (up to the walls' faces) or, with probability
-    ``door_fraction``, uniform in the door's gap: the states an agent can be in, with the
-    rare but decisive door states over-represented at will."""
-    kp, kd, kx, ky = jax.random.split(key, 4)
-    room = sample_free_position(kp, wall_x, params, margin=0.02)
-    gap = jnp.stack([wall_x + params.wall_half_width * jax.random.uniform(kx, (), minval=-1.0),
-                     door_y + params.door_half_width * jax.random.uniform(ky, (), minval=-1.0)])
-    return jnp.where(jax.random.bernoulli(kd, door_fraction), gap, room)
+def sample_positions_or_door(key: jax.Array, wall_x: jax.Array, door_y: jax.Array,
+                             params: EnvParams, num: int, door_fraction: float = 0.05
+                             ) -> jax.Array:
+    """``num`` positions (num, 2), each uniform in a room (up to the walls' faces) or, with
+    probability ``door_fraction``, uniform in the door's gap: the states an agent can be in,
+    with the rare but decisive door states over-represented at will."""
+    def one(k):
+        kp, kd, kx, ky = jax.random.split(k, 4)
+        room = sample_free_position(kp, wall_x, params, margin=0.02)
+        gap = jnp.stack([
+            wall_x + params.wall_half_width * jax.random.uniform(kx, (), minval=-1.0),
+            door_y + params.door_half_width * jax.random.uniform(ky, (), minval=-1.0)])
+        return jnp.where(jax.random.bernoulli(kd, door_fraction), gap, room)
+
+    return jax.vmap(one)(jax.random.split(key, num))
 
 
 def reset(key: jax.Array, params: EnvParams) -> EnvState:
