@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jepa_jax.networks.activations import gelu
+
 
 def spatial_softmax(features: jax.Array, temperature: jax.Array | float = 1.0) -> jax.Array:
     """Expected image coordinates of each feature map under a softmax over pixels.
@@ -213,7 +215,7 @@ class ConvEncoder(nn.Module):
         x = space_to_depth(images, self.stem_factor)
         f32 = jnp.float32  # keypoint softmaxes and the latent: float32 whatever the dtype
         for ch in self.channels:
-            x = nn.gelu(nn.Conv(ch, (3, 3), padding="SAME", dtype=self.dtype)(x))
+            x = gelu(nn.Conv(ch, (3, 3), padding="SAME", dtype=self.dtype)(x))
         temperature = jnp.exp(self.param(
             "log_temperature", nn.initializers.constant(jnp.log(self.init_temperature)), ()))
         if self.keypoint_channels is None:
@@ -279,5 +281,5 @@ class MLPEncoder(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.hidden:
-            x = nn.gelu(nn.Dense(width, dtype=self.dtype)(x))
+            x = gelu(nn.Dense(width, dtype=self.dtype)(x))
         return nn.Dense(self.latent_dim, dtype=self.dtype)(x).astype(jnp.float32)

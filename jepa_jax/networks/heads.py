@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jepa_jax.networks.activations import gelu
+
 
 def _features(s: jax.Array, g: jax.Array) -> jax.Array:
     if s.shape[-1] != g.shape[-1]:
@@ -35,7 +37,7 @@ class CriticNet(nn.Module):
     def __call__(self, s: jax.Array, g: jax.Array) -> jax.Array:
         h = _features(s, g)
         for width in self.hidden:
-            h = nn.gelu(nn.Dense(width)(h))
+            h = gelu(nn.Dense(width)(h))
         logit = nn.Dense(1)(h)[..., 0]
         return self.v_max * jax.nn.sigmoid(logit)
 
@@ -56,7 +58,7 @@ class PolicyNet(nn.Module):
     def __call__(self, s: jax.Array, g: jax.Array) -> jax.Array:
         h = _features(s, g)
         for width in self.hidden:
-            h = nn.gelu(nn.Dense(width)(h))
+            h = gelu(nn.Dense(width)(h))
         u = nn.Dense(self.action_dim)(h)
         r2 = jnp.sum(jnp.square(u), -1, keepdims=True)
         r = jnp.sqrt(jnp.where(r2 > 0, r2, 1.0))

@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jepa_jax.networks.activations import gelu
+
 
 class MLPPredictor(nn.Module):
     """Residual MLP predictor: ``s' = s + MLP([s, a * action_scale, z])``.
@@ -50,7 +52,7 @@ class MLPPredictor(nn.Module):
             raise ValueError(f"predictor has z_dim=0 but got z of shape {z.shape}")
         h = jnp.concatenate(parts, -1)
         for width in self.hidden:
-            h = nn.gelu(nn.Dense(width, dtype=self.dtype)(h))
+            h = gelu(nn.Dense(width, dtype=self.dtype)(h))
         delta = nn.Dense(s.shape[-1], kernel_init=nn.initializers.zeros, dtype=self.dtype)(h)
         # The residual sum in s's dtype: many bfloat16 steps would round the state away.
         return s + delta.astype(s.dtype)
@@ -67,7 +69,7 @@ class InverseDynamics(nn.Module):
     def __call__(self, s: jax.Array, s_next: jax.Array) -> jax.Array:
         h = jnp.concatenate([s, s_next], -1)
         for width in self.hidden:
-            h = nn.gelu(nn.Dense(width, dtype=self.dtype)(h))
+            h = gelu(nn.Dense(width, dtype=self.dtype)(h))
         return nn.Dense(self.action_dim, dtype=self.dtype)(h).astype(jnp.float32)
 
 
@@ -90,7 +92,7 @@ class ZPosterior(nn.Module):
                  s_next: jax.Array) -> tuple[jax.Array, jax.Array]:
         h = jnp.concatenate([s, a * self.action_scale, s_next - s], -1)
         for width in self.hidden:
-            h = nn.gelu(nn.Dense(width)(h))
+            h = gelu(nn.Dense(width)(h))
         out = nn.Dense(2 * self.z_dim, kernel_init=nn.initializers.zeros)(h)
         mean, log_var = jnp.split(out, 2, axis=-1)
         return mean, log_var
@@ -118,7 +120,7 @@ class ZPrior(nn.Module):
         m, z = self.num_components, self.z_dim
         h = s
         for width in self.hidden:
-            h = nn.gelu(nn.Dense(width)(h))
+            h = gelu(nn.Dense(width)(h))
         out = nn.Dense(m + 2 * m * z)(h)
         logits = out[..., :m]
         means = out[..., m:m + m * z].reshape(*s.shape[:-1], m, z)
