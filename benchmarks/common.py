@@ -138,9 +138,17 @@ def metadata(preset: str, xla: dict[str, Any]) -> dict[str, Any]:
 def run_without_xla_flags(script: Path, args: list[str], timeout: float) -> dict[str, Any]:
     """Re-runs ``script --jax-only ...`` with ``XLA_FLAGS=""`` and returns its JSON result
     (its last stdout line), or ``{"error": ...}``."""
-    env = dict(os.environ, XLA_FLAGS="")
+    return run_json_subprocess(script, ["--jax-only", *args], "", timeout)
+
+
+def run_json_subprocess(script: Path, args: list[str], xla_flags: str,
+                        timeout: float) -> dict[str, Any]:
+    """Runs ``script *args`` with ``XLA_FLAGS=xla_flags`` (process-level settings such as the
+    number of CPU devices need a fresh process) and returns the JSON of its last stdout line,
+    or ``{"error": ...}``."""
+    env = dict(os.environ, XLA_FLAGS=xla_flags)
     try:
-        proc = subprocess.run([sys.executable, str(script), "--jax-only", *args], env=env,
+        proc = subprocess.run([sys.executable, str(script), *args], env=env,
                               capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
         return {"error": error_string(exc)}

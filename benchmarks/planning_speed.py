@@ -10,7 +10,11 @@ problem and for a batch of 64 problems, at the config's ``planning`` settings:
   jitted (single) and ``jit(vmap(plan))`` (batch);
 * the PyTorch twin (``benchmarks/torch_twins.GradientPlanner``: same rollout, cost, restarts,
   Adam and projection), eager and ``torch.compile``; its batch is a leading problem axis;
-* JAX CEM and MPPI at their config settings, for reference.
+* JAX CEM and MPPI at their config settings, for reference;
+* JAX gradient MPC with the batch split over ``--cpu-devices`` CPU devices
+  (``make_sharded_plan``; ``--xla_force_host_platform_device_count``, so in a subprocess,
+  timed after the others, not interleaved): on a CPU, one device per core runs the
+  problems of each core without the per-op thread hand-offs of one device on two threads.
 
 World-model parameters are a random init (with a small random last predictor layer, which
 is zero at init, so that the gradients are not all zero); speed does not depend on training.
@@ -31,6 +35,8 @@ shorten a run.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -191,6 +197,38 @@ def _parity(config, wm, params, obs, goal, enc, pred, obs_t, goal_t) -> dict:
                 "cost_first_iter": float(info_j["cost_per_iter"][0])}}
 
 
+def _sharded_child(config, batch: int, window_s: float) -> dict:
+    """Gradient MPC on ``batch`` problems split over every (CPU) device with
+    ``make_sharded_plan``; run in a subprocess whose XLA_FLAGS set the device count."""
+    import jax
+    from jax.sharding import Mesh
+
+    from jepa_jax.planning import make_sharded_plan
+
+    wm, params, obs, goal = _setup(config, batch)
+    planner = _jax_planner("gradient", wm, config)
+    mesh = Mesh(jax.devices(), ("data",))
+    plan = make_sharded_plan(planner, mesh)
+    keys = jax.random.split(jax.random.key(1), 1000)
+    keys = jax.vmap(lambda k: jax.random.split(k, batch))(keys)
+    holder = {"state": planner.init_state(action_dim=2, batch_shape=(batch,)), "i": 0}
+
+    def run():
+        holder["i"] += 1
+        actions, info = plan(params, obs, goal, keys[holder["i"] % len(keys)], holder["state"])
+        holder["state"] = info["state"]
+        return actions
+
+    _, compile_s = common.timed(run, jax.block_until_ready)  # compiles, and runs once
+    _, first = common.timed(run, jax.block_until_ready)
+    rates = common.interleaved_windows({"sharded": (run, jax.block_until_ready)}, window_s,
+                                       NUM_WINDOWS)["sharded"]
+    rate = statistics.median(rates)
+    return {"devices": len(jax.devices()), "compile_s": compile_s - first,
+            "first_call_s": first, "plans_per_s": rate * batch, "ms_per_call": 1e3 / rate,
+            "window_plans_per_s": [r * batch for r in rates]}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="default")
@@ -205,15 +243,24 @@ def main(argv=None) -> int:
                              "~7 TFLOP, about a minute on a 2-core CPU)")
     parser.add_argument("--torch-threads", type=int, default=2)
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--cpu-devices", type=int, default=os.cpu_count() or 1,
+                        help="CPU devices for the sharded batch (0: skip it)")
+    parser.add_argument("--sharded-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--output", default=None,
                         help="results file (default benchmarks/results/planning_speed.json; "
                              "with --smoke a file in the temp dir)")
     args = parser.parse_args(argv)
     preset = "tiny" if args.smoke else args.preset
     window_s = 1.0 if args.smoke else args.seconds / NUM_WINDOWS
+    if args.cpu_devices < 0 or (args.cpu_devices and args.batch % args.cpu_devices):
+        parser.error(f"--cpu-devices must be 0 or divide --batch {args.batch}, got "
+                     f"{args.cpu_devices}")
 
     xla = common.setup_xla_flags()
     config = common.load_config(preset)
+    if args.sharded_child:
+        print(json.dumps(_sharded_child(config, args.batch, window_s)))
+        return 0
     common.fresh_torch_compile_cache()  # cold torch.compile times, like JAX's
     import torch
     import torch_twins as tt
@@ -275,6 +322,18 @@ def main(argv=None) -> int:
         rows.append((name, *cells, sum(comp) if None not in comp else "-"))
 
     results["torch_thread_probe_end"] = common.torch_thread_probe()
+    if args.cpu_devices > 0 and results["jax_backend"] == "cpu":
+        flags = (f"{xla['XLA_FLAGS']} "
+                 f"--xla_force_host_platform_device_count={args.cpu_devices}").strip()
+        sub_args = ["--sharded-child", "--preset", preset, "--batch", str(args.batch),
+                    "--seconds", str(1.0 if args.smoke else args.seconds)]
+        results["jax_gradient_sharded"] = {
+            "cpu_devices": args.cpu_devices, "xla_flags": flags,
+            **common.run_json_subprocess(Path(__file__), sub_args, flags, timeout=600)}
+        sharded = results["jax_gradient_sharded"].get("plans_per_s")
+        rows.append((f"jax gradient, batch on {args.cpu_devices} CPU devices", "-",
+                     sharded if sharded is not None else "error",
+                     results["jax_gradient_sharded"].get("compile_s", "-")))
     jg = results["jax_gradient"]
     ratios = {}
     for label in ("torch_eager", "torch_compile"):
@@ -282,6 +341,10 @@ def main(argv=None) -> int:
             r = results.get(label, {}).get(kind, {})
             if "plans_per_s" in r:
                 ratios[f"jax_over_{label}_{kind}"] = jg[kind]["plans_per_s"] / r["plans_per_s"]
+        r = results.get(label, {}).get("batch", {})
+        sharded = results.get("jax_gradient_sharded", {}).get("plans_per_s")
+        if "plans_per_s" in r and sharded is not None:
+            ratios[f"jax_sharded_over_{label}_batch"] = sharded / r["plans_per_s"]
     results["ratios"] = ratios
     path = common.write_results(args.output or common.default_output("planning_speed",
                                                                      args.smoke), results)
