@@ -59,11 +59,11 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         batch_size=64, num_steps=1200, learning_rate=3e-3, warmup_steps=100,
         final_lr_fraction=0.01, weight_decay=1e-5, grad_clip=1.0, log_every=50,
         eval_every=1200, checkpoint_every=200, max_to_keep=3, collapse_std_threshold=1e-3,
-        predictor_steps=4000, predictor_batch_size=256, predictor_learning_rate=2e-3,
+        predictor_steps=8000, predictor_batch_size=256, predictor_learning_rate=2e-3,
         # Online rounds in the predictor phase (jepa_jax/training/online.py): plan with the
         # model, execute in the world, train on the outcome; half of each batch from them.
         # A near_wall_fraction of the plans start next to the wall (band: px from its face).
-        online_rounds=3, online_trajectories=768, online_fraction=0.5,
+        online_rounds=4, online_trajectories=768, online_fraction=0.5,
         online_near_wall_fraction=0.0, online_near_wall_band=(0.5, 6.0),
         # Draw the predictor afresh when the predictor phase starts (see
         # Experiment.reinit_predictor).
@@ -170,10 +170,13 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     elif preset == "ensemble":
         # Three predictors on the default encoder; planners plan through all of them (see
         # jepa_jax/planning/ensemble.py). The predictor phase costs about five times the
-        # default's: about 20 minutes on a 2-core CPU (5 predictor steps/s against 24).
+        # default's: about 20 minutes on a 2-core CPU (5 predictor steps/s against 24, measured
+        # before the GELU change of session 7).
         c.model.num_predictors = 3
+        c.train.predictor_steps = 4000  # as measured (README); the default had these then
+        c.train.online_rounds = 3
     elif preset == "full":
-        # 2.5x the data, 5x the joint steps, 3x the predictor steps: 54 min on a 2-core CPU
+        # 2.5x the data, 5x the joint steps, 12000 predictor steps: 54 min on a 2-core CPU
         # shared with other jobs (2026-11-28). h16 0.90 px, no wall violations; with the
         # value-iteration critic, gradient MPC at horizon 48 reached 97% (README, Results).
         c.data.num_trajectories = 50000
@@ -181,6 +184,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         c.train.eval_every = 2000
         c.train.predictor_steps = 12000
         c.train.predictor_learning_rate = 1e-3
+        c.train.online_rounds = 3  # as measured (the default has 4 since session 7)
     elif preset == "gpu":
         # The same arena drawn at 128 px: every length in pixels doubles (x 127/64, rounded).
         c.env.update(img_size=128, border=8.0, wall_half_width=2.0, door_half_width=8.0,
