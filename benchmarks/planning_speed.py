@@ -107,20 +107,34 @@ def _jax_runner(planner, params, obs, goal, batched: bool) -> tuple[dict, tuple,
         fn = jax.jit(planner.plan)
         state = planner.init_state(action_dim=2)
         o, g = obs[0], goal[0]
-    keys = jax.random.split(jax.random.key(1), 1000)
-    keys = jax.vmap(lambda k: jax.random.split(k, n))(keys) if batched else keys
+    keys = _call_keys(n if batched else None)
     compiled, compile_s = common.timed(
         lambda: fn.lower(params, o, g, keys[0], state).compile(), lambda _: None)
+    run = _chained(compiled, params, o, g, keys, state)
+    _, first = common.timed(run, jax.block_until_ready)
+    return {"compile_s": compile_s, "first_call_s": first}, (run, jax.block_until_ready), n
+
+
+def _call_keys(batch: int | None):
+    """1000 planner keys, one per timed call: (1000,) or, for a batch, (1000, batch)."""
+    import jax
+
+    keys = jax.random.split(jax.random.key(1), 1000)
+    return keys if batch is None else jax.vmap(lambda k: jax.random.split(k, batch))(keys)
+
+
+def _chained(plan, params, obs, goal, keys, state):
+    """``run()``: the next ``plan`` call, warm-started from the previous call's plan as in
+    MPC, with the next key."""
     holder = {"state": state, "i": 0}
 
     def run():
         holder["i"] += 1
-        actions, info = compiled(params, o, g, keys[holder["i"] % len(keys)], holder["state"])
+        actions, info = plan(params, obs, goal, keys[holder["i"] % len(keys)], holder["state"])
         holder["state"] = info["state"]
         return actions
 
-    _, first = common.timed(run, jax.block_until_ready)
-    return {"compile_s": compile_s, "first_call_s": first}, (run, jax.block_until_ready), n
+    return run
 
 
 def _torch_inputs(config, params, obs, goal):
@@ -201,24 +215,15 @@ def _sharded_child(config, batch: int, window_s: float) -> dict:
     """Gradient MPC on ``batch`` problems split over every (CPU) device with
     ``make_sharded_plan``; run in a subprocess whose XLA_FLAGS set the device count."""
     import jax
-    from jax.sharding import Mesh
 
+    from jepa_jax import parallel
     from jepa_jax.planning import make_sharded_plan
 
     wm, params, obs, goal = _setup(config, batch)
     planner = _jax_planner("gradient", wm, config)
-    mesh = Mesh(jax.devices(), ("data",))
-    plan = make_sharded_plan(planner, mesh)
-    keys = jax.random.split(jax.random.key(1), 1000)
-    keys = jax.vmap(lambda k: jax.random.split(k, batch))(keys)
-    holder = {"state": planner.init_state(action_dim=2, batch_shape=(batch,)), "i": 0}
-
-    def run():
-        holder["i"] += 1
-        actions, info = plan(params, obs, goal, keys[holder["i"] % len(keys)], holder["state"])
-        holder["state"] = info["state"]
-        return actions
-
+    mesh = parallel.make_mesh(parallel.parallel_config(config))  # every device on "data"
+    run = _chained(make_sharded_plan(planner, mesh), params, obs, goal, _call_keys(batch),
+                   planner.init_state(action_dim=2, batch_shape=(batch,)))
     _, compile_s = common.timed(run, jax.block_until_ready)  # compiles, and runs once
     _, first = common.timed(run, jax.block_until_ready)
     rates = common.interleaved_windows({"sharded": (run, jax.block_until_ready)}, window_s,
@@ -335,6 +340,7 @@ def main(argv=None) -> int:
                      sharded if sharded is not None else "error",
                      results["jax_gradient_sharded"].get("compile_s", "-")))
     jg = results["jax_gradient"]
+    sharded = results.get("jax_gradient_sharded", {}).get("plans_per_s")
     ratios = {}
     for label in ("torch_eager", "torch_compile"):
         for kind in ("single", "batch"):
@@ -342,7 +348,6 @@ def main(argv=None) -> int:
             if "plans_per_s" in r:
                 ratios[f"jax_over_{label}_{kind}"] = jg[kind]["plans_per_s"] / r["plans_per_s"]
         r = results.get(label, {}).get("batch", {})
-        sharded = results.get("jax_gradient_sharded", {}).get("plans_per_s")
         if "plans_per_s" in r and sharded is not None:
             ratios[f"jax_sharded_over_{label}_batch"] = sharded / r["plans_per_s"]
     results["ratios"] = ratios
