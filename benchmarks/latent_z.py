@@ -2,7 +2,7 @@
 that samples it do better than planning with a deterministic model?
 
     python benchmarks/latent_z.py [--workdir-z runs/windy_z] [--workdir-det runs/windy_det]
-                                  [--episodes 100] [--plans z_mean,det,z_cvar]
+                                  [--episodes 100] [--plans det,z_select]
 
 Trains (or resumes, or reuses) two models on the same data with the same schedule:
 ``experiments/stochastic_rooms.py`` (z_dim 2) and its ``deterministic`` preset (z_dim 0).
@@ -35,14 +35,26 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "stochastic_rooms.py"
 RESULTS = ROOT / "benchmarks" / "results"
 
-# Planner variants: (workdir key, overrides of config.planning.gradient).
+# Planner variants: (workdir key, overrides of config.planning.gradient). "det" and
+# "z_select" are the comparison of issue #4: the same search (8 restarts and 16 detour
+# variants of the plan, see planning/gradient.py), the z model's choice made on 64 fresh
+# futures. The "_plain" / "z_mean" variants leave out the detour variants and the fresh
+# futures (the planner of session 5).
+_SEARCH = ["--config.planning.gradient.num_perturbations=16"]
+_PLAIN = ["--config.planning.gradient.num_perturbations=0",
+          "--config.planning.gradient.select_samples=0"]
 PLANS = {
-    "det": ("det", []),
+    "det": ("det", _SEARCH),
+    "det_plain": ("det", ["--config.planning.gradient.num_perturbations=0"]),
     "det_64_restarts": ("det", ["--config.planning.gradient.num_restarts=64"]),
-    "z_mean": ("z", ["--config.planning.gradient.risk=mean"]),
-    "z_cvar": ("z", ["--config.planning.gradient.risk=cvar"]),
-    "z_worst": ("z", ["--config.planning.gradient.risk=worst"]),
-    "z_k1": ("z", ["--config.planning.gradient.z_samples=1"]),
+    "z_select": ("z", _SEARCH + ["--config.planning.gradient.select_samples=64",
+                                 "--config.planning.gradient.risk=mean"]),
+    "z_select_cvar": ("z", _SEARCH + ["--config.planning.gradient.select_samples=64",
+                                      "--config.planning.gradient.risk=cvar"]),
+    "z_mean": ("z", _PLAIN + ["--config.planning.gradient.risk=mean"]),
+    "z_cvar": ("z", _PLAIN + ["--config.planning.gradient.risk=cvar"]),
+    "z_worst": ("z", _PLAIN + ["--config.planning.gradient.risk=worst"]),
+    "z_k1": ("z", _PLAIN + ["--config.planning.gradient.z_samples=1"]),
 }
 
 
@@ -295,7 +307,7 @@ def main() -> int:
     parser.add_argument("--workdir-z", default="runs/windy_z")
     parser.add_argument("--workdir-det", default="runs/windy_det")
     parser.add_argument("--episodes", type=int, default=100)
-    parser.add_argument("--plans", default="det,z_mean",
+    parser.add_argument("--plans", default="det,z_select",
                         help=f"comma-separated planner variants of {sorted(PLANS)}")
     parser.add_argument("--skip-prediction", action="store_true")
     args = parser.parse_args()
@@ -335,7 +347,8 @@ def main() -> int:
                                             "eval_seconds", "num_episodes") if k in r}
         planning[name]["budget"] = {k: r["budget"][k] for k in (
             "horizon", "num_restarts", "num_iters", "z_samples", "risk", "cvar_alpha",
-            "replan_every", "env_steps")}
+            "num_perturbations", "select_samples", "replan_every", "env_steps")
+            if k in r["budget"]}
         planning[name]["command"] = (f"python -m jepa_jax.evaluate --workdir {workdirs[key]} "
                                      f"--planner gradient --episodes {args.episodes} "
                                      + " ".join(overrides)).strip()
@@ -343,9 +356,10 @@ def main() -> int:
               f"goal room {r['goal_room_rate']:.0%}, {r['ms_per_plan']:.0f} ms/plan",
               flush=True)
         _save(out_json, result)
-    if "det" in planning and "z_mean" in planning:
-        result["z_mean_minus_det_success_pp"] = 100 * (planning["z_mean"]["success_rate"]
-                                                       - planning["det"]["success_rate"])
+    for name in ("z_select", "z_mean"):
+        if "det" in planning and name in planning:
+            result[f"{name}_minus_det_success_pp"] = 100 * (planning[name]["success_rate"]
+                                                            - planning["det"]["success_rate"])
     result.update(jax=jax.__version__, backend=jax.default_backend(), cpus=os.cpu_count(),
                   machine=platform.processor() or platform.machine(),
                   xla_flags=os.environ.get("XLA_FLAGS", ""),

@@ -77,7 +77,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.planning.gradient = ml_collections.ConfigDict(dict(
         horizon=40, num_iters=20, num_restarts=8, optimizer="adam", learning_rate=0.3,
         bound_mode="project", action_noise=0.0, restart_init="segments", restart_std=2.0,
-        z_samples=8, risk="mean", cvar_alpha=0.25))
+        z_samples=8, risk="mean", cvar_alpha=0.25, num_perturbations=16, select_samples=64))
     c.planning.cem = ml_collections.ConfigDict(dict(
         horizon=90, num_samples=200, num_elites=20, num_iters=20, init_std=1.0,
         z_samples=1, risk="mean", cvar_alpha=0.25))
@@ -88,6 +88,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     if preset == "deterministic":
         c.model.z_dim = 0
         c.planning.gradient.z_samples = 1
+        c.planning.gradient.select_samples = 0  # the same search, scored by the one future
     elif preset == "tiny":
         c.data.num_trajectories = 256
         c.model.channels = (8,)
@@ -110,7 +111,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         c.diagnostics.num_wall = 32
         c.planning.episodes = 4
         c.planning.env_steps = 16
-        c.planning.gradient.update(horizon=8, num_iters=5, num_restarts=2, z_samples=3)
+        c.planning.gradient.update(horizon=8, num_iters=5, num_restarts=2, z_samples=3,
+                                   num_perturbations=2, select_samples=4)
         c.planning.cem.update(horizon=8, num_samples=16, num_elites=4, num_iters=3)
         c.planning.mppi.update(horizon=8, num_samples=16, num_iters=3)
     elif preset != "default":

@@ -455,6 +455,11 @@ def test_end_to_end_train_and_plan(tiny_z_run):
                               overrides=["--config.planning.gradient.risk=cvar"])
     assert result["num_episodes"] == 2 and "pit_rate" in result
     assert result["budget"]["z_samples"] == 3 and result["budget"]["risk"] == "cvar"
+    result = evaluate_workdir(workdir, "gradient", episodes=2, write=False,
+                              overrides=["--config.planning.gradient.num_perturbations=3",
+                                         "--config.planning.gradient.select_samples=5"])
+    assert result["budget"]["num_perturbations"] == 3
+    assert result["budget"]["select_samples"] == 5
     # A z dimension that does not match the checkpoint is refused in one line.
     with pytest.raises(ValueError, match=r"model.z_dim=3 does not match the checkpoint"):
         evaluate_workdir(workdir, "gradient", episodes=1, write=False,
@@ -465,6 +470,30 @@ def test_end_to_end_train_and_plan(tiny_z_run):
     with pytest.raises(ValueError, match="z_samples must be an integer >= 1"):
         evaluate_workdir(workdir, "gradient", episodes=1, write=False,
                          overrides=["--config.planning.gradient.z_samples=0"])
+
+
+def test_workdir_without_a_newer_planner_setting_takes_it_as_an_override(tiny_z_run,
+                                                                        tmp_path):
+    # A workdir trained before a planner setting existed: its config.json lacks the key,
+    # which load_trained adds at the planner's default, so the override still applies.
+    import json
+    import shutil
+
+    from jepa_jax.training.loop import load_trained
+
+    workdir = tmp_path / "old"
+    shutil.copytree(tiny_z_run[0], workdir)
+    stored = json.loads((workdir / "config.json").read_text())
+    for key in ("num_perturbations", "select_samples", "z_resample"):
+        stored["planning"]["gradient"].pop(key, None)
+    (workdir / "config.json").write_text(json.dumps(stored))
+    config, _, _ = load_trained(workdir)
+    assert config.planning.gradient.num_perturbations == 0
+    assert config.planning.gradient.z_resample is True
+    config, _, _ = load_trained(workdir, ["--config.planning.gradient.select_samples=7"])
+    assert config.planning.gradient.select_samples == 7
+    with pytest.raises(Exception, match="unknown config key config.planning.gradient.nope"):
+        load_trained(workdir, ["--config.planning.gradient.nope=1"])
 
 
 def test_missing_kl_coeff_is_refused():

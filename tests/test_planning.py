@@ -5,6 +5,8 @@ goal cost and an action cost the planning problem is a least-squares problem in 
 actions, solved in closed form with NumPy.
 """
 
+import math
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -16,6 +18,7 @@ from jepa_jax.planning import (
     PlannerState,
     clip_by_norm,
     default_config,
+    gradient,
     make_planner,
     rollout,
     shift_plan,
@@ -232,6 +235,9 @@ def test_optimizer_choice_and_noise_change_result():
         ("gradient", {"bound_mode": "sigmoid"}, "unknown bound_mode"),
         ("gradient", {"learning_rate": 0.0}, "learning_rate must be"),
         ("gradient", {"num_samples": 8}, "unknown gradient planner config keys"),
+        ("gradient", {"num_perturbations": -1}, "num_perturbations must be an integer >= 0"),
+        ("gradient", {"select_samples": 2}, "select_samples=2 needs a world model with a "
+                                           "latent variable"),
         ("cem", {"num_samples": 0}, "num_samples must be"),
         ("cem", {"num_samples": 4, "num_elites": 8}, "num_elites .* must be <= num_samples"),
         ("cem", {"momentum": 1.0}, "momentum must be"),
@@ -268,3 +274,71 @@ def test_default_config_is_valid(name):
     config = default_config(name)
     planner = make_planner(name, LinearModel(), COST_FN, config)
     assert planner.config.horizon == config.horizon and planner.name == name
+
+
+def test_detour_perturbations_move_a_stretch_sideways_and_back():
+    # Zero bases and an unbounded norm: each row must be +v for n steps from t0, then -v
+    # for n steps, zero elsewhere, with |v| <= scale and 1 <= n <= H // 4.
+    horizon = 12
+    pert = np.asarray(gradient.detour_perturbations(
+        jax.random.key(0), jnp.zeros((64, horizon, 2)), math.inf, 1.5))
+    assert pert.shape == (64, horizon, 2)
+    for row in pert:
+        moved = np.flatnonzero(np.linalg.norm(row, axis=-1) > 0)
+        if moved.size == 0:  # a zero-length v
+            continue
+        v = row[moved[0]]
+        assert 0 < np.linalg.norm(v) <= 1.5 + 1e-6
+        plus = np.flatnonzero(np.all(np.isclose(row, v), -1))
+        minus = np.flatnonzero(np.all(np.isclose(row, -v), -1))
+        n = plus.size
+        assert 1 <= n <= horizon // 4 and np.array_equal(plus, np.arange(moved[0], moved[0] + n))
+        assert np.array_equal(minus, np.arange(plus[-1] + 1, min(plus[-1] + 1 + n, horizon)))
+        assert np.array_equal(np.sort(np.concatenate([plus, minus])), moved)
+    bounded = gradient.detour_perturbations(jax.random.key(1), jnp.ones((32, 8, 2)), 1.0, 1.0)
+    assert float(jnp.max(jnp.linalg.norm(bounded, axis=-1))) <= 1.0 + 1e-5
+
+
+def test_selection_escapes_a_trap_the_gradient_cannot_see():
+    # The objective the gradient follows is smooth, with its minimum at a = 1 in every
+    # step (cost 0); the selection cost adds a jump of 20 where the first action's mean
+    # over the steps exceeds 0.6 (a trap the pathwise gradient cannot see). Every restart
+    # lands in the trap (cost 20); the warm start a = 0 costs 12 and is out of it, so the
+    # selection must return it or a detour variant that costs less and stays out.
+    horizon = 6
+
+    def smooth(a):
+        return jnp.sum((a - 1.0) ** 2)
+
+    def trapped(a):
+        return smooth(a) + 20.0 * (jnp.mean(a[:, 0]) > 0.6)
+
+    cfg = make_planner("gradient", LinearModel(), COST_FN,
+                       {"horizon": horizon, "num_iters": 30, "num_restarts": 4,
+                        "learning_rate": 0.2, "action_bound": 3.0,
+                        "num_perturbations": 64}).config
+    warm = jnp.zeros((horizon, 2))
+    plain, _, _ = gradient.optimize(cfg, smooth, warm, jax.random.key(0))
+    assert float(trapped(plain)) >= 20.0
+    seen = {}
+
+    def select(cands, key):
+        seen["n"] = cands.shape[0]
+        return jax.vmap(trapped)(cands)
+
+    actions, _, extra = jax.jit(lambda k: gradient.optimize(cfg, smooth, warm, k,
+                                                             select=select))(jax.random.key(0))
+    assert seen["n"] == 4 + 1 + 64
+    costs = np.asarray(extra["selection_costs"])
+    assert costs.shape == (69,) and int(extra["selected"]) == int(np.argmin(costs))
+    np.testing.assert_allclose(trapped(actions), costs.min(), rtol=1e-6)
+    assert float(trapped(actions)) <= 12.0 and float(jnp.mean(actions[:, 0])) <= 0.6
+
+
+def test_perturbations_on_a_deterministic_model_choose_by_the_objective():
+    planner = make_planner("gradient", LinearModel(), COST_FN,
+                           {**TINY["gradient"], "num_perturbations": 6})
+    actions, info = jax.jit(planner.plan)(PARAMS, S0, GOAL, jax.random.key(0),
+                                          planner.init_state(A))
+    assert info["selection_costs"].shape == (2 + 1 + 6,)
+    np.testing.assert_allclose(info["final_cost"], np.min(info["selection_costs"]), rtol=1e-5)

@@ -250,7 +250,11 @@ class Planner:
             states = rollout(self.world_model, params, s0, actions, z)
             return self.cost_fn(states, actions, goal)
 
-        actions, cost_per_iter, extra = self.optimize(cfg, objective, init_actions, key)
+        kwargs = {}
+        if cfg.get("num_perturbations", 0):  # gradient: a final choice among more candidates
+            kwargs["select"] = lambda candidates, _: jax.vmap(objective)(candidates)
+        actions, cost_per_iter, extra = self.optimize(cfg, objective, init_actions, key,
+                                                      **kwargs)
         actions = clip_by_norm(actions, cfg.action_bound)  # guards rounding of the planners
         states = rollout(self.world_model, params, s0, actions, z)
         info = {
@@ -307,6 +311,21 @@ class Planner:
                 return risk_measure(costs, cfg.risk, cfg.cvar_alpha)
 
             kwargs["sample_objective"] = sample_objective
+        if cfg.get("select_samples", 0) or cfg.get("num_perturbations", 0):
+            num_select = cfg.select_samples or cfg.z_samples
+
+            def select(candidates, k):  # fresh futures, shared by all candidates
+                fresh = (wm.sample_noise(k, (num_select, cfg.horizon)) if z is None
+                         else noise)
+
+                def risk_of(actions):
+                    states = jax.vmap(lambda n: future(actions, n))(fresh)
+                    costs = jax.vmap(lambda st: self.cost_fn(st, actions, goal))(states)
+                    return risk_measure(costs, cfg.risk, cfg.cvar_alpha)
+
+                return jax.vmap(risk_of)(candidates)
+
+            kwargs["select"] = select
         actions, cost_per_iter, extra = self.optimize(cfg, objective, init_actions, key,
                                                       **kwargs)
         actions = clip_by_norm(actions, cfg.action_bound)
@@ -361,6 +380,9 @@ def make_planner(
     if cfg["z_samples"] > 1 and not z_dim:
         raise ValueError(f"z_samples={cfg['z_samples']} needs a world model with a latent "
                          f"variable; this one has z_dim=0 (use z_samples=1)")
+    if cfg.get("select_samples", 0) and not z_dim:
+        raise ValueError(f"select_samples={cfg['select_samples']} needs a world model with a "
+                         f"latent variable; this one has z_dim=0 (use select_samples=0)")
     return Planner(
         name=name,
         world_model=world_model,

@@ -54,6 +54,8 @@ DEFAULTS: dict[str, Any] = {
     "restart_std": 1.0,  # std of the constant offset of restarts k >= 1 ("offset" init)
     "restart_init": "offset",  # "offset" or "segments" (see module docstring)
     "z_resample": True,  # latent-variable models: fresh futures for every gradient step
+    "num_perturbations": 0,  # extra final candidates: detour-shaped perturbations (below)
+    "select_samples": 0,  # latent-variable models: futures that score the final candidates
 }
 
 RESTART_INITS = ("offset", "segments")
@@ -79,6 +81,8 @@ def validate(cfg: dict[str, Any]) -> None:
     check_choice(cfg, "restart_init", RESTART_INITS)
     if not isinstance(cfg["z_resample"], bool):
         raise ValueError(f"z_resample must be a bool, got {cfg['z_resample']!r}")
+    check_int(cfg, "num_perturbations", 0)
+    check_int(cfg, "select_samples", 0)
 
 
 def make_optimizer(cfg: Any) -> optax.GradientTransformation:
@@ -145,9 +149,33 @@ def _segment_inits(key: jax.Array, num: int, init_actions: jax.Array, bound: flo
     return length * jnp.where(t < switch, unit(k1), unit(k2))
 
 
+def detour_perturbations(key: jax.Array, bases: jax.Array, bound: float,
+                         scale: float) -> jax.Array:
+    """(P, H, A) detour-shaped variants of the sequences ``bases`` (P, H, A).
+
+    Each adds ``+v`` for ``n`` steps from a random step ``t0`` and ``-v`` for the next ``n``:
+    the middle of the path moves sideways by up to ``n |v|`` and the rest is kept (a lane
+    change, which neither a constant offset nor white noise on the actions gives). ``v`` has
+    a uniform direction and a length uniform in [0, ``bound``] (``scale`` when unbounded);
+    ``n`` is uniform in [1, max(1, H // 4)]; results are clipped to the bound.
+    """
+    num, horizon, dim = bases.shape
+    k_dir, k_len, k_t0, k_n = jax.random.split(key, 4)
+    d = jax.random.normal(k_dir, (num, 1, dim), bases.dtype)
+    d = d / jnp.maximum(jnp.linalg.norm(d, axis=-1, keepdims=True), 1e-9)
+    length = scale if math.isinf(bound) else bound
+    v = length * jax.random.uniform(k_len, (num, 1, 1), bases.dtype) * d
+    t0 = jax.random.randint(k_t0, (num, 1, 1), 0, horizon)
+    n = jax.random.randint(k_n, (num, 1, 1), 1, max(1, horizon // 4) + 1)
+    t = jnp.arange(horizon)[None, :, None]
+    sign = jnp.where((t >= t0) & (t < t0 + n), 1.0, 0.0) - jnp.where(
+        (t >= t0 + n) & (t < t0 + 2 * n), 1.0, 0.0)
+    return clip_by_norm(bases + sign.astype(bases.dtype) * v, bound)
+
+
 def optimize(
     cfg: Any, objective: Objective, init_actions: jax.Array, key: jax.Array,
-    sample_objective: Any = None,
+    sample_objective: Any = None, select: Any = None,
 ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
     """Gradient descent on the action sequence with parallel restarts.
 
@@ -158,10 +186,20 @@ def optimize(
       key: PRNG key.
       sample_objective: optional ``(actions, key) -> scalar``, a random estimate of the
         objective (fresh sampled futures per key); if given, gradient steps follow it.
+      select: optional ``(candidates (N, H, A), key) -> (N,) costs``; if given, the plan is
+        chosen by it among the restarts' best iterates, the warm start as given and
+        ``num_perturbations`` detour-shaped variants (``detour_perturbations``) of the best
+        restart and of the warm start, alternately. Why: a pathwise gradient does not see
+        a cost that jumps (a sampled future that falls into a trap and stays there), so
+        restarts drift to where the jump is likely; candidates compared by ``select``
+        (e.g. many fresh futures) can still move away from it, and the warm start keeps
+        what an earlier call found.
 
     Returns:
-      ``(actions (H, A), cost_per_iter (num_iters,), {"restart_costs": (num_restarts,)})``;
-      ``cost_per_iter`` belongs to the winning restart.
+      ``(actions (H, A), cost_per_iter (num_iters,), extra)``; ``cost_per_iter`` belongs
+      to the restart with the lowest objective; ``extra["restart_costs"]`` (num_restarts,)
+      and, with ``select``, ``extra["selection_costs"]`` (N,) and ``extra["selected"]``
+      (the winner's index: restarts first, then the warm start, then perturbations).
     """
     bound = cfg.action_bound
     tanh = cfg.bound_mode == "tanh"
@@ -222,4 +260,16 @@ def optimize(
         u_inits, jax.random.split(k_run, cfg.num_restarts)
     )
     best = jnp.argmin(jnp.where(jnp.isnan(finals), jnp.inf, finals))
-    return actions[best], costs[best], {"restart_costs": finals}
+    if select is None:
+        return actions[best], costs[best], {"restart_costs": finals}
+    k_pert, k_select = jax.random.split(jax.random.fold_in(key, 1))
+    warm = clip_by_norm(init_actions, bound)
+    candidates = [actions, warm[None]]
+    if cfg.num_perturbations:
+        bases = jnp.stack([actions[best], warm])[jnp.arange(cfg.num_perturbations) % 2]
+        candidates.append(detour_perturbations(k_pert, bases, bound, cfg.restart_std))
+    candidates = jnp.concatenate(candidates, 0)
+    sel_costs = select(candidates, k_select)
+    win = jnp.argmin(jnp.where(jnp.isnan(sel_costs), jnp.inf, sel_costs))
+    return candidates[win], costs[best], {"restart_costs": finals,
+                                          "selection_costs": sel_costs, "selected": win}

@@ -612,6 +612,7 @@ def load_trained(workdir: str | Path, overrides=()) -> tuple[ml_collections.Conf
                                 f"(train first with python -m jepa_jax.train)")
     config = ckpt_lib.load_config(workdir)
     _tuples(config)
+    _add_planner_defaults(config)
     config.lock()
     stored_model = config.model.to_dict()
     configs.apply_overrides(config, overrides)
@@ -629,6 +630,24 @@ def load_trained(workdir: str | Path, overrides=()) -> tuple[ml_collections.Conf
     finally:
         checkpointer.close()
     return config, exp, state.params
+
+
+def _add_planner_defaults(config: ml_collections.ConfigDict) -> None:
+    """Adds to each stored planner section (``config.planning.<name>``) the planner's own
+    settings it does not list, at their defaults: they change nothing (the planner would
+    use the same defaults) but can then be overridden on the command line, also for a
+    workdir trained before a setting existed."""
+    from jepa_jax.planning import base as planning_base
+
+    planning = config.get("planning")
+    if planning is None:
+        return
+    for name in planning_base.PLANNER_NAMES:
+        section = planning.get(name)
+        if isinstance(section, ml_collections.ConfigDict):
+            for key, value in planning_base.default_config(name).items():
+                if key not in section and key not in planning_base.COMMON_DEFAULTS:
+                    section[key] = value
 
 
 def _tuples(config: ml_collections.ConfigDict) -> None:
