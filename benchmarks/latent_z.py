@@ -151,7 +151,7 @@ def prediction_metrics(exp_z, params_z, exp_d, params_d, num=1500, length=9, k=1
             best_one, best_roll, zero_one = one, roll, one
         else:
             noise = wm.sample_noise(k_z, (k, *a.shape[:-1]))  # (K, N, T-1, noise_dim)
-            one_step = jax.jit(lambda n: wm.predict(params, s, a, wm.z_from_noise(params, s, n)))
+            one_step = jax.jit(lambda n: wm.predict(params, s, a, wm.z_from_noise(params, s, n, a)))
             one_k = np.stack([px(one_step(noise[i]), pos[:, 1:]) for i in range(k)])
             roll_k = np.stack([px(jax.jit(wm.rollout_noise)(params, emb[:, 0], a, noise[i]),
                                   pos[:, 1:]) for i in range(k)])

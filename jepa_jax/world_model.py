@@ -15,7 +15,9 @@ frame and the action cannot tell about the next frame. Training infers it with t
 amortised posterior ``wm.posterior(params, s, a, s_next)`` (and ``wm.sample_posterior``),
 regularised by its KL to N(0, I). Planning draws it from the prior: N(0, I)
 (``model.z_prior="normal"``) or a learned ``p(z | s)`` (``"mixture"``: a mixture density
-network fitted to posterior samples, ``params["prior"]``), step by step along the rollout::
+network fitted to posterior samples, ``params["prior"]``), or ``p(z | s, a)`` with
+``model.prior_sees_action`` (what z may do can depend on the action: pushed into a wall, the
+agent stays, whatever z says), step by step along the rollout::
 
     noise = wm.sample_noise(key, (K, T))       # (K, T, noise_dim): the futures' randomness
     futures = jax.vmap(lambda n: wm.rollout_noise(params, s, actions, n))(noise)  # (K, T, D)
@@ -58,6 +60,9 @@ class WorldModel:
     keypoint_dims: int = struct.field(pytree_node=False, default=0)  # leading latent dims
     posterior_net: nn.Module | None = struct.field(pytree_node=False, default=None)
     prior_net: nn.Module | None = struct.field(pytree_node=False, default=None)  # learned p(z|s)
+    # The learned prior sees the action too, p(z | s, a): what z may do can depend on it
+    # (pushing into a wall, no z should take the agent through).
+    prior_sees_action: bool = struct.field(pytree_node=False, default=False)
     # The layout channels are constant within a trajectory (walls do not move in an episode):
     # encode_trajectories then runs the encoder's layout branch once per trajectory.
     static_layout: bool = struct.field(pytree_node=False, default=False)
@@ -77,6 +82,9 @@ class WorldModel:
             raise ValueError("model.num_predictors > 1 needs a deterministic model (z_dim=0)")
         if self.z_dim and self.posterior_net is None:
             raise ValueError(f"a world model with z_dim={self.z_dim} needs a posterior network")
+        if self.prior_sees_action and self.prior_net is None:
+            raise ValueError("model.prior_sees_action needs a learned prior "
+                             "(model.z_prior='mixture')")
 
     def init(self, key: jax.Array) -> Params:
         """Initial parameters (a dict of pytrees)."""
@@ -92,7 +100,8 @@ class WorldModel:
         if self.z_dim:  # its own key, so that z_dim = 0 draws the other parameters as before
             params["posterior"] = self.posterior_net.init(jax.random.fold_in(key, 3), s, a, s)
         if self.prior_net is not None:
-            params["prior"] = self.prior_net.init(jax.random.fold_in(key, 4), s)
+            params["prior"] = self.prior_net.init(jax.random.fold_in(key, 4),
+                                                  self._prior_input(s, a))
         if self.num_predictors > 1:  # own keys: member 0 is drawn exactly as without them
             keys = jax.random.split(jax.random.fold_in(key, 5), self.num_predictors - 1)
             params["predictor_ensemble"] = jax.vmap(self.init_predictor)(keys)
@@ -213,11 +222,22 @@ class WorldModel:
             raise ValueError("this world model has no latent variable (model.z_dim=0)")
         return jax.random.normal(key, (*shape, self.z_dim), jnp.float32)
 
-    def prior(self, params: Params, s: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """The learned prior ``p(z | s)``: (logits (..., M), means and log_stds (..., M, z_dim))."""
+    def _prior_input(self, s: jax.Array, a: jax.Array | None) -> jax.Array:
+        if not self.prior_sees_action:
+            return s
+        if a is None:
+            raise ValueError("this world model's prior is p(z | s, a) "
+                             "(model.prior_sees_action): pass the action")
+        a = jnp.broadcast_to(a, (*s.shape[:-1], a.shape[-1])).astype(s.dtype)
+        return jnp.concatenate([s, a], axis=-1)
+
+    def prior(self, params: Params, s: jax.Array,
+              a: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """The learned prior ``p(z | s)``, or ``p(z | s, a)`` with ``prior_sees_action`` (then
+        ``a`` (..., A) is required): (logits (..., M), means and log_stds (..., M, z_dim))."""
         if self.prior_net is None:
             raise ValueError("this world model has no learned prior (model.z_prior='normal')")
-        return self.prior_net.apply(params["prior"], s)
+        return self.prior_net.apply(params["prior"], self._prior_input(s, a))
 
     @property
     def noise_dim(self) -> int:
@@ -237,8 +257,10 @@ class WorldModel:
             return eps
         return jnp.concatenate([eps, jax.random.uniform(k_u, (*shape, 1), jnp.float32)], -1)
 
-    def z_from_noise(self, params: Params, s: jax.Array, noise: jax.Array) -> jax.Array:
-        """A draw from the prior at latent ``s`` (..., D), from ``noise`` (..., noise_dim).
+    def z_from_noise(self, params: Params, s: jax.Array, noise: jax.Array,
+                     a: jax.Array | None = None) -> jax.Array:
+        """A draw from the prior at latent ``s`` (..., D) (and action ``a`` (..., A) for a
+        prior that sees it), from ``noise`` (..., noise_dim).
 
         N(0, I): z is the noise. Learned mixture: the component whose cumulative weight
         interval holds the uniform, then ``mean + std * eps`` (differentiable in s, except
@@ -248,7 +270,7 @@ class WorldModel:
                              f"needs {self.noise_dim}")
         if self.prior_net is None:
             return noise
-        logits, means, log_stds = self.prior(params, s)
+        logits, means, log_stds = self.prior(params, s, a)
         cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
         comp = jnp.sum(noise[..., -1:] > cdf[..., :-1], axis=-1)  # (...) in [0, M)
         pick = jax.nn.one_hot(comp, logits.shape[-1], dtype=means.dtype)[..., None]
@@ -265,7 +287,7 @@ class WorldModel:
 
         def body(s, inputs):
             a, n = inputs
-            s_next = self.predict(params, s, a, self.z_from_noise(params, s, n))
+            s_next = self.predict(params, s, a, self.z_from_noise(params, s, n, a))
             return s_next, s_next
 
         _, traj = jax.lax.scan(body, s0, (acts, ns))
@@ -360,4 +382,5 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
                       action_dim=action_dim, latent_dim=latent_dim, z_dim=cfg.z_dim,
                       keypoint_dims=keypoint_dims, posterior_net=post, prior_net=prior,
                       static_layout=bool(cfg.get("layout_static", False)),
+                      prior_sees_action=bool(cfg.get("prior_sees_action", False) and cfg.z_dim),
                       num_predictors=cfg.get("num_predictors", 1))

@@ -287,8 +287,8 @@ class TestZModel:
         wm = make_world_model(tiny().model, (65, 65, 2), 2)  # tiny: the mixture prior
         params = wm.init(jax.random.key(0))
         assert "prior" in params and wm.noise_dim == wm.z_dim + 1
-        s = jnp.zeros((wm.latent_dim,))
-        logits, means, log_stds = wm.prior(params, s)
+        s, a = jnp.zeros((wm.latent_dim,)), jnp.zeros((2,))  # tiny: p(z | s, a)
+        logits, means, log_stds = wm.prior(params, s, a)
         m = logits.shape[-1]
         # Make the components distinct: means at 10 * c, tiny stds, and known weights.
         params["prior"] = jax.tree.map(jnp.zeros_like, params["prior"])
@@ -299,15 +299,45 @@ class TestZModel:
         bias[m + m * wm.z_dim:] = -5.0
         params["prior"]["params"][dense]["bias"] = jnp.asarray(bias)
         noise = wm.sample_noise(jax.random.key(1), (20000,))
-        z = np.asarray(jax.jit(jax.vmap(lambda n: wm.z_from_noise(params, s, n)))(noise))
+        z = np.asarray(jax.jit(jax.vmap(lambda n: wm.z_from_noise(params, s, n, a)))(noise))
         comp = np.round(z[:, 0] / 10.0).astype(int)
         np.testing.assert_allclose(np.bincount(comp, minlength=m) / len(z),
                                    np.arange(1, m + 1) / (m * (m + 1) / 2), atol=0.015)
         np.testing.assert_allclose(z - 10.0 * comp[:, None], 0.0, atol=0.05)
         with pytest.raises(ValueError, match="noise has last dimension"):
-            wm.z_from_noise(params, s, jnp.zeros(wm.z_dim))
+            wm.z_from_noise(params, s, jnp.zeros(wm.z_dim), a)
         fut = wm.rollout_noise(params, s, jnp.zeros((5, 2)), noise[:5])
         assert fut.shape == (5, wm.latent_dim)
+
+    def test_prior_that_sees_the_action(self):
+        # p(z | s, a): its first layer takes [s, a]; the action is required, changes the
+        # mixture, and rollout_noise draws each z_t at (s_t, a_t), as a loop by hand does.
+        wm = make_world_model(tiny().model, (65, 65, 2), 2)
+        assert wm.prior_sees_action
+        params = wm.init(jax.random.key(0))
+        first = sorted(params["prior"]["params"])[0]
+        assert params["prior"]["params"][first]["kernel"].shape[0] == wm.latent_dim + 2
+        s = jax.random.normal(jax.random.key(1), (wm.latent_dim,))
+        with pytest.raises(ValueError, match=r"p\(z \| s, a\).*pass the action"):
+            wm.prior(params, s)
+        la, _, _ = wm.prior(params, s, jnp.array([2.0, 0.0]))
+        lb, _, _ = wm.prior(params, s, jnp.array([0.0, -2.0]))
+        assert float(jnp.max(jnp.abs(la - lb))) > 1e-4
+        batched, _, _ = wm.prior(params, jnp.stack([s, s]), jnp.array([2.0, 0.0]))
+        np.testing.assert_allclose(batched[1], la, rtol=1e-5, atol=1e-6)
+        actions = jax.random.normal(jax.random.key(2), (4, 2))
+        noise = wm.sample_noise(jax.random.key(3), (4,))
+        got = wm.rollout_noise(params, s, actions, noise)
+        st, want = s, []
+        for t in range(4):
+            st = wm.predict(params, st, actions[t], wm.z_from_noise(params, st, noise[t],
+                                                                    actions[t]))
+            want.append(st)
+        np.testing.assert_allclose(got, jnp.stack(want), rtol=1e-5, atol=1e-5)
+        cfg = tiny().model
+        cfg.z_prior = "normal"
+        with pytest.raises(ValueError, match="prior_sees_action needs a learned prior"):
+            make_world_model(cfg, (65, 65, 2), 2)
 
     def test_z_free_model_has_no_posterior(self):
         wm = _z_model(0)

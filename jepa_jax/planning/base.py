@@ -25,8 +25,10 @@ action sequence becomes a risk measure (``risk``: "mean", "cvar" at level ``cvar
 or "worst"; see :func:`jepa_jax.cost.risk_measure`) of the costs of the K sampled futures.
 The noise is drawn once per call and shared by every iterate and restart (common random
 numbers), so the objective is a deterministic function of the actions (differentiable but
-for a learned prior's choice of mixture component) and restarts compare fairly. With
-``z_dim == 0`` nothing of this is traced and ``z_samples`` must be 1.
+for a learned prior's choice of mixture component) and restarts compare fairly. The
+gradient planner can make its final choice on ``select_samples`` futures drawn afresh (see
+:mod:`jepa_jax.planning.gradient`). With ``z_dim == 0`` nothing of this is traced and
+``z_samples`` must be 1 and ``select_samples`` 0.
 """
 
 from __future__ import annotations

@@ -20,6 +20,17 @@ risk measure), while iterates and restarts are scored on one fixed set of K futu
 independently. With fixed futures for both (``z_resample=False``), the optimiser and the
 choice among restarts learn the particular draws: measured on Windy Two-Rooms, plans chosen
 that way cost 40-60% more on fresh futures than on their own.
+
+The final choice (``num_perturbations`` > 0, or ``select_samples`` > 0 with a latent
+variable): the restarts' best iterates, the warm start as given and ``num_perturbations``
+detour-shaped variants of the best restart and of the warm start (``detour_perturbations``:
+a stretch of the path moved sideways and back) are scored together, by the objective for a
+deterministic model, or on ``select_samples`` futures drawn afresh for the choice (64 say:
+few futures reward a risky plan whose draws happened to be kind). Why: a sampled future that
+falls into a trap and stays there has no gradient towards safety, so every restart drifts to
+where the trap is likely (on Windy Two-Rooms, the corner of the bridge); the variants try
+other lanes, the fresh futures rank them by what they risk, and the warm start carries a
+safe lane found by an earlier call past the drift of this one.
 """
 
 from __future__ import annotations

@@ -412,7 +412,8 @@ class Experiment:
             zs, kl = infer_z(self.wm, params, lat, acts, key)
             pred = self.wm.rollout(params, lat[:, 0], acts, zs)
             mse = jnp.mean((pred - lat[:, 1:]) ** 2)
-            nll = (prior_nll(self.wm, params, lat[:, :-1], zs) if self.wm.prior_net is not None
+            nll = (prior_nll(self.wm, params, lat[:, :-1], zs, acts)
+                   if self.wm.prior_net is not None
                    else jnp.zeros(()))
             return mse + kl_coeff * kl + prior_coeff * nll, (mse, kl, nll)
 

@@ -94,11 +94,13 @@ def infer_z(wm: WorldModel, params: Any, emb: jax.Array, actions: jax.Array,
     return z, jnp.mean(losses.gaussian_kl(mean, log_var))
 
 
-def prior_nll(wm: WorldModel, params: Any, s: jax.Array, z: jax.Array) -> jax.Array:
+def prior_nll(wm: WorldModel, params: Any, s: jax.Array, z: jax.Array,
+              a: jax.Array | None = None) -> jax.Array:
     """Mean negative log-likelihood of posterior samples ``z`` (..., z_dim) under the learned
-    prior ``p(z | s)`` (..., D). Both inputs are stop-gradient: this only fits the prior to
-    what the posterior does, it does not pull the posterior or the encoder towards it."""
-    logits, means, log_stds = wm.prior(params, jax.lax.stop_gradient(s))
+    prior ``p(z | s)`` (s: (..., D)), or ``p(z | s, a)`` (a: (..., A)) for a prior that sees
+    the action. Both ``s`` and ``z`` are stop-gradient: this only fits the prior to what the
+    posterior does, it does not pull the posterior or the encoder towards it."""
+    logits, means, log_stds = wm.prior(params, jax.lax.stop_gradient(s), a)
     return jnp.mean(losses.mixture_nll(jax.lax.stop_gradient(z), logits, means, log_stds))
 
 
@@ -145,7 +147,7 @@ def jepa_objective(wm: WorldModel, params: Any, batch: Batch, key: jax.Array,
         aux["z_kl"] = kl
         loss = loss + cfg.z_kl_coeff * kl
     if wm.prior_net is not None:
-        aux["z_prior_nll"] = prior_nll(wm, params, emb[:, :-1], z)
+        aux["z_prior_nll"] = prior_nll(wm, params, emb[:, :-1], z, batch.actions)
         loss = loss + cfg.get("z_prior_coeff", 1.0) * aux["z_prior_nll"]
     if cfg.idm_coeff:
         act = wm.inverse_dynamics(params, emb[:, :-1], emb[:, 1:])
