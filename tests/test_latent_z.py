@@ -287,7 +287,7 @@ class TestZModel:
         wm = make_world_model(tiny().model, (65, 65, 2), 2)  # tiny: the mixture prior
         params = wm.init(jax.random.key(0))
         assert "prior" in params and wm.noise_dim == wm.z_dim + 1
-        s, a = jnp.zeros((wm.latent_dim,)), jnp.zeros((2,))  # tiny: p(z | s, a)
+        s, a = jnp.zeros((wm.latent_dim,)), jnp.zeros((2,))  # a: ignored by p(z | s)
         logits, means, log_stds = wm.prior(params, s, a)
         m = logits.shape[-1]
         # Make the components distinct: means at 10 * c, tiny stds, and known weights.
@@ -312,7 +312,9 @@ class TestZModel:
     def test_prior_that_sees_the_action(self):
         # p(z | s, a): its first layer takes [s, a]; the action is required, changes the
         # mixture, and rollout_noise draws each z_t at (s_t, a_t), as a loop by hand does.
-        wm = make_world_model(tiny().model, (65, 65, 2), 2)
+        cfg = tiny().model
+        cfg.prior_sees_action = True
+        wm = make_world_model(cfg, (65, 65, 2), 2)
         assert wm.prior_sees_action
         params = wm.init(jax.random.key(0))
         first = sorted(params["prior"]["params"])[0]
@@ -335,7 +337,7 @@ class TestZModel:
             want.append(st)
         np.testing.assert_allclose(got, jnp.stack(want), rtol=1e-5, atol=1e-5)
         cfg = tiny().model
-        cfg.z_prior = "normal"
+        cfg.z_prior, cfg.prior_sees_action = "normal", True
         with pytest.raises(ValueError, match="prior_sees_action needs a learned prior"):
             make_world_model(cfg, (65, 65, 2), 2)
 
