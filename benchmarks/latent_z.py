@@ -347,8 +347,7 @@ def main() -> int:
                                             "eval_seconds", "num_episodes") if k in r}
         planning[name]["budget"] = {k: r["budget"][k] for k in (
             "horizon", "num_restarts", "num_iters", "z_samples", "risk", "cvar_alpha",
-            "num_perturbations", "select_samples", "replan_every", "env_steps")
-            if k in r["budget"]}
+            "num_perturbations", "select_samples", "replan_every", "env_steps")}
         planning[name]["command"] = (f"python -m jepa_jax.evaluate --workdir {workdirs[key]} "
                                      f"--planner gradient --episodes {args.episodes} "
                                      + " ".join(overrides)).strip()

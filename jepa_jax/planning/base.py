@@ -295,37 +295,25 @@ class Planner:
             def future(actions, zk):
                 return rollout(wm, params, s0, actions, zk)
 
-        def sample_costs(actions):
-            states = jax.vmap(lambda n: future(actions, n))(noise)
+        def sample_costs(actions, noises=noise):
+            states = jax.vmap(lambda n: future(actions, n))(noises)
             costs = jax.vmap(lambda st: self.cost_fn(st, actions, goal))(states)
             return costs, states
 
-        def objective(actions: jax.Array) -> jax.Array:
-            return risk_measure(sample_costs(actions)[0], cfg.risk, cfg.cvar_alpha)
+        def objective(actions: jax.Array, noises=noise) -> jax.Array:
+            return risk_measure(sample_costs(actions, noises)[0], cfg.risk, cfg.cvar_alpha)
 
         kwargs = {}
         if z is None and cfg.get("z_resample", False):  # fresh futures for each step
-
-            def sample_objective(actions, k):
-                fresh = wm.sample_noise(k, (cfg.z_samples, cfg.horizon))
-                states = jax.vmap(lambda n: future(actions, n))(fresh)
-                costs = jax.vmap(lambda st: self.cost_fn(st, actions, goal))(states)
-                return risk_measure(costs, cfg.risk, cfg.cvar_alpha)
-
-            kwargs["sample_objective"] = sample_objective
+            kwargs["sample_objective"] = lambda actions, k: objective(
+                actions, wm.sample_noise(k, (cfg.z_samples, cfg.horizon)))
         if cfg.get("select_samples", 0) or cfg.get("num_perturbations", 0):
             num_select = cfg.select_samples or cfg.z_samples
 
             def select(candidates, k):  # fresh futures, shared by all candidates
                 fresh = (wm.sample_noise(k, (num_select, cfg.horizon)) if z is None
                          else noise)
-
-                def risk_of(actions):
-                    states = jax.vmap(lambda n: future(actions, n))(fresh)
-                    costs = jax.vmap(lambda st: self.cost_fn(st, actions, goal))(states)
-                    return risk_measure(costs, cfg.risk, cfg.cvar_alpha)
-
-                return jax.vmap(risk_of)(candidates)
+                return jax.vmap(lambda actions: objective(actions, fresh))(candidates)
 
             kwargs["select"] = select
         actions, cost_per_iter, extra = self.optimize(cfg, objective, init_actions, key,

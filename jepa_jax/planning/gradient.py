@@ -274,7 +274,7 @@ def optimize(
     if select is None:
         return actions[best], costs[best], {"restart_costs": finals}
     k_pert, k_select = jax.random.split(jax.random.fold_in(key, 1))
-    warm = clip_by_norm(init_actions, bound)
+    warm = inits[0]  # the warm start, clipped to the bound
     candidates = [actions, warm[None]]
     if cfg.num_perturbations:
         bases = jnp.stack([actions[best], warm])[jnp.arange(cfg.num_perturbations) % 2]
