@@ -311,7 +311,8 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
     ``layout_channels`` (empty: layout keypoints from the trunk), ``layout_kernel``,
     ``glimpse_radius`` and ``glimpse_channels`` (an egocentric crop of those channels around
     the first keypoint; absent or 0: none), ``map_stride`` (a coarse raw map of those
-    channels; absent or 0: none),
+    channels; absent or 0: none), ``keypoint_log_eps`` (> 0: the keypoint branch sees
+    ``log(x + eps)``, for sub-pixel keypoints; absent or 0: off),
     ``layout_static`` (the layout channels never change within a trajectory, so training
     encodes them once per trajectory; default False), ``latent_dim``
     (0: concatenation of keypoints, layout keypoints and global code),
@@ -343,7 +344,8 @@ def make_world_model(cfg: ml_collections.ConfigDict, obs_shape: tuple[int, ...],
             layout_kernel=cfg.get("layout_kernel", 5), dtype=dtype,
             glimpse_radius=cfg.get("glimpse_radius", 0),
             glimpse_channels=tuple(cfg.get("glimpse_channels", (1,))),
-            map_stride=cfg.get("map_stride", 0))
+            map_stride=cfg.get("map_stride", 0),
+            keypoint_log_eps=cfg.get("keypoint_log_eps", 0.0))
         n_sel = len(cfg.get("glimpse_channels", (1,)))
         glimpse_dim = (2 * cfg.get("glimpse_radius", 0) + 1) ** 2 * n_sel if cfg.get(
             "glimpse_radius", 0) else 0
