@@ -34,11 +34,14 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     # Level 1: the Core JEPA (see experiments/two_rooms.py for what each key does), plus an
     # egocentric 7x7 glimpse of the wall channel around the agent keypoint (local walls, the
     # same function of the pixels in every layout) and the wall channel every 3rd pixel (a
-    # raw map of the maze; both parameter-free, see ConvEncoder).
+    # raw map of the maze; both parameter-free, see ConvEncoder). keypoint_log_eps: the
+    # keypoint is the blob's sub-pixel centre (the grid level 2 reads the agent's square
+    # from it; a keypoint snapped to the nearest pixel put agents beside a wall across it).
     c.model = ml_collections.ConfigDict(dict(
         encoder="conv", stem_factor=2, channels=(16,), num_keypoints=1, global_dim=24,
         keypoint_scale=6.0, keypoint_channels=(0,), keypoint_kernel=1,
-        keypoint_init_temperature=0.02, layout_keypoints=0, layout_channels=(),
+        keypoint_init_temperature=1.0, keypoint_log_eps=1e-6, layout_keypoints=0,
+        layout_channels=(),
         layout_kernel=5, glimpse_radius=3, glimpse_channels=(1,), map_stride=3, latent_dim=0,
         mlp_hidden=(128,), predictor_hidden=(128, 128),
         action_scale=1.0, z_dim=0, inverse_dynamics_hidden=(64,), compute_dtype="float32"))
@@ -48,9 +51,13 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         straightness_coeff=0.0, temporal_std_coeff=1.0,
         pred_grad_scale_keypoints=0.05, pred_grad_scale_global=1.0))
 
-    # Level 2 (jepa_jax/hierarchy.py): k level-1 steps per abstract step; keep_all passes the
-    # whole level-1 embedding (position, glimpse, map) into the abstract state.
+    # Level 2: k level-1 steps per abstract step. kind="grid" (jepa_jax/hierarchy_grid.py):
+    # the abstract state is the agent's occupancy on the level-1 wall map's grid, and a conv
+    # net predicts where it goes k steps ahead (grid_hidden: its layers). kind="mlp"
+    # (jepa_jax/hierarchy.py): an MLP abstract state and predictor (the other keys);
+    # keep_all passes the whole level-1 embedding (position, glimpse, map) into it.
     c.level2 = ml_collections.ConfigDict(dict(
+        kind="grid", grid_hidden=(32, 32, 32, 32, 32),
         span=8, latent_dim=16, action_dim=4, hidden=(128,), predictor_hidden=(256, 256),
         posterior_hidden=(128,), keep_keypoints=True, keep_all=True,
         sim_coeff=25.0, std_coeff=10.0, cov_coeff=1.0, kl_coeff=0.05,
@@ -79,13 +86,22 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         high_horizon=6, high_iters=30, high_restarts=16, high_learning_rate=0.3,
         high_action_bound=3.0, high_discount=0.7, horizon=12, num_iters=20, num_restarts=8,
         learning_rate=0.3, restart_init="segments", goal_weight=0.2))
+    # With level2.kind="grid" (jepa_jax/planning/hierarchical_grid.py): level 2 runs value
+    # iteration over its predicted transitions for high_directions abstract actions at
+    # high_step x the action bound, and its greedy rollout gives the subgoals; level 1
+    # reaches the first one by gradient MPC over ``horizon`` steps.
+    c.planning.hierarchical_grid = ml_collections.ConfigDict(dict(
+        high_directions=8, high_steps=(0.4, 0.2, 0.1), vi_sweeps=60, high_horizon=6,
+        near_goal=1.5,
+        horizon=12, num_iters=20, num_restarts=8, learning_rate=0.3,
+        restart_init="segments", goal_weight=0.0, low_discount=0.9))
 
     if preset == "tiny":
-        c.env.update(grid=4, cell_px=5, action_bound=1.0, num_train_layouts=3)
+        c.env.update(grid=4, cell_px=6, action_bound=1.0, num_train_layouts=3)
         c.data.update(num_trajectories=64, length=17)
         c.model.update(channels=(4,), global_dim=8, predictor_hidden=(32,),
                        inverse_dynamics_hidden=(16,))
-        c.level2.update(span=4, latent_dim=4, action_dim=2, hidden=(16,),
+        c.level2.update(span=4, grid_hidden=(8, 8), latent_dim=4, action_dim=2, hidden=(16,),
                         predictor_hidden=(16,), posterior_hidden=(16,))
         c.train.update(batch_size=8, window=5, num_steps=4, level2_steps=4,
                        level2_batch_size=16, log_every=2)
@@ -94,6 +110,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         c.planning.gradient.update(horizon=4, num_iters=2, num_restarts=2)
         c.planning.hierarchical.update(high_horizon=2, high_iters=2, high_restarts=2,
                                        horizon=4, num_iters=2, num_restarts=2)
+        c.planning.hierarchical_grid.update(vi_sweeps=8, high_horizon=2, horizon=4,
+                                            num_iters=2, num_restarts=2)
     elif preset != "default":
         raise ValueError(f"unknown preset {preset!r}; expected default or tiny")
     return c

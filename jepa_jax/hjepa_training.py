@@ -7,7 +7,9 @@
 2. **stage 1**: level 1 with the Core objective (``jepa_jax.training.objective``, the same
    ``jepa`` loss as Two-Rooms) on random windows of ``train.window`` frames;
 3. **stage 2**: the level-1 embeddings of every frame are computed once (level 1 frozen)
-   and level 2 is trained on them with :func:`jepa_jax.hierarchy.level2_objective`;
+   and level 2 is trained on them: ``level2.kind="grid"`` with
+   :func:`jepa_jax.hierarchy_grid.grid_level2_objective`, ``"mlp"`` with
+   :func:`jepa_jax.hierarchy.level2_objective`;
 4. a linear probe of the agent's position from level-1 embeddings, fitted and scored on
    held-out layouts (``probe_r2``), as a health check.
 
@@ -30,7 +32,7 @@ import numpy as np
 import optax
 from flax import serialization
 
-from jepa_jax import diagnostics, hierarchy
+from jepa_jax import diagnostics, hierarchy, hierarchy_grid
 from jepa_jax.data import mazes as maze_data
 from jepa_jax.envs import mazes
 from jepa_jax.training import checkpoint as ckpt_lib
@@ -61,8 +63,15 @@ def build(config: ml_collections.ConfigDict):
     env = env_from_config(config.env)
     obs_shape = (env.img_size, env.img_size, 2)
     wm = make_world_model(config.model, obs_shape, action_dim=2)
-    l2 = hierarchy.make_level2(config.level2, wm, hierarchy.raw_pixel_dims(config.model,
-                                                                          obs_shape))
+    kind = config.level2.get("kind", "mlp")
+    if kind == "grid":
+        l2 = hierarchy_grid.make_grid_level2(config.level2, config.model, wm, obs_shape,
+                                             env.action_bound)
+    elif kind == "mlp":
+        l2 = hierarchy.make_level2(config.level2, wm, hierarchy.raw_pixel_dims(config.model,
+                                                                              obs_shape))
+    else:
+        raise ValueError(f"unknown level2.kind {kind!r}; expected 'mlp' or 'grid'")
     if config.data.length < 2 * l2.span + 1:
         raise ValueError(f"data.length ({config.data.length}) must be >= 2 * level2.span + 1 "
                          f"= {2 * l2.span + 1}")
@@ -131,7 +140,10 @@ def encode_all(wm, params1, data, env, chunk: int = 256) -> jax.Array:
 
 
 def train_level2(config, l2, s1, actions, key, log=print):
-    """Stage 2 on frozen level-1 embeddings ``s1`` (N, T, D1): returns level-2 params."""
+    """Stage 2 on frozen level-1 embeddings ``s1`` (N, T, D1): returns level-2 params.
+
+    The MLP level 2 trains on runs of M level-2 steps from a random offset; the grid level
+    2 on single abstract steps ``(s1_t, a_t .. a_{t+k-1}, s1_{t+k})`` at random (n, t)."""
     tc, k = config.train, l2.span
     n, t = s1.shape[:2]
     m = max(1, (t - 1) // k - 1)  # level-2 steps per sample; leaves room for random offsets
@@ -140,31 +152,46 @@ def train_level2(config, l2, s1, actions, key, log=print):
     k_init, k_run = jax.random.split(key)
     params = l2.init(k_init)
     opt_state = tx.init(params)
+    bs = tc.level2_batch_size
+    grid = getattr(l2, "kind", "mlp") == "grid"
 
-    @jax.jit
-    def update(params, opt_state, step):
-        kk = jax.random.fold_in(k_run, step)
+    def loss_fn(params, kk, s1, actions):
         k_idx, k_off, k_loss = jax.random.split(kk, 3)
-        idx = jax.random.randint(k_idx, (tc.level2_batch_size,), 0, n)
+        idx = jax.random.randint(k_idx, (bs,), 0, n)
+        if grid:
+            start = jax.random.randint(k_off, (bs,), 0, t - k)
+            seg = jax.vmap(lambda i, j: jax.lax.dynamic_slice_in_dim(actions[i], j, k, 0))(
+                idx, start)
+            return hierarchy_grid.grid_level2_objective(l2, params, s1[idx, start], seg,
+                                                        s1[idx, start + k])
         off = jax.random.randint(k_off, (), 0, max_off + 1)
         seg = jax.lax.dynamic_slice_in_dim(s1[idx], off, m * k + 1, axis=1)
         act = jax.lax.dynamic_slice_in_dim(actions[idx], off, m * k, axis=1)
-        (_, aux), grads = jax.value_and_grad(
-            lambda p: hierarchy.level2_objective(l2, p, seg, act, k_loss, config.level2),
-            has_aux=True)(params)
+        return hierarchy.level2_objective(l2, params, seg, act, k_loss, config.level2)
+
+    @jax.jit
+    def update(params, opt_state, step, s1, actions):  # data as arguments, not constants
+        kk = jax.random.fold_in(k_run, step)
+        (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, kk, s1, actions)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, aux
 
     metrics = {}
     for step in range(tc.level2_steps):
-        params, opt_state, aux = update(params, opt_state, step)
+        params, opt_state, aux = update(params, opt_state, step, s1, actions)
         if (step + 1) % tc.log_every == 0 or step + 1 == tc.level2_steps:
             metrics = {f"level2_{k_}": float(v) for k_, v in aux.items()}
             if not np.isfinite(metrics["level2_loss"]):
                 raise RuntimeError(f"level-2 loss is not finite at step {step}")
-            log(f"level2 step {step + 1}: loss={metrics['level2_loss']:.4g} "
-                f"invariance={metrics['level2_invariance']:.4g} "
-                f"action_kl={metrics['level2_action_kl']:.3g}")
+            if grid:
+                log(f"level2 step {step + 1}: cross_entropy="
+                    f"{metrics['level2_cross_entropy']:.4g} (floor "
+                    f"{metrics['level2_target_entropy']:.3g}) position_error="
+                    f"{metrics['level2_position_error']:.3g} px")
+            else:
+                log(f"level2 step {step + 1}: loss={metrics['level2_loss']:.4g} "
+                    f"invariance={metrics['level2_invariance']:.4g} "
+                    f"action_kl={metrics['level2_action_kl']:.3g}")
     return params, metrics
 
 
@@ -225,6 +252,14 @@ def load_trained(workdir: str | Path, overrides=()) -> tuple[Any, ...]:
         config.planning.layouts = "heldout"
     if "max_cells" not in config.planning:
         config.planning.max_cells = 0
+    if "kind" not in config.level2:  # workdirs from before the grid level 2
+        config.level2.kind = "mlp"
+    if "hierarchical_grid" not in config.planning:
+        from jepa_jax.planning.hierarchical_grid import DEFAULTS as grid_defaults
+
+        config.planning.hierarchical_grid = {
+            k: v for k, v in grid_defaults.items()
+            if k not in ("action_bound", "shift", "cost_raw_pixels")}
     config.lock()
     apply_overrides(config, list(overrides))
     env, wm, l2 = build(config)

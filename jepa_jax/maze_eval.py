@@ -10,7 +10,7 @@ agent comes within ``planning.success_radius`` px of the goal. The planners see 
 rendered observation and goal image; the true state scores the episode afterwards. Both
 planners run the very same episodes (same seed). Writes ``W/eval_<planner>.json`` and a PNG
 of a few mazes with the executed path (and, for ``hierarchical``, the level-2 subgoals of
-the first plan decoded by a linear probe).
+the first plan: positions for the grid level 2, decoded by a linear probe for the MLP one).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from jepa_jax.envs import mazes
 from jepa_jax.hjepa_training import load_trained, position_probe
 from jepa_jax.planning import make_planner
 from jepa_jax.planning.hierarchical import make_hierarchical_planner
+from jepa_jax.planning.hierarchical_grid import make_grid_hierarchical_planner
 
 MAZE_PLANNERS = ("gradient", "hierarchical")
 
@@ -94,6 +95,10 @@ def build_planner(config, wm, l2, name: str, params):
             return base(states * w1, actions, goal * w1)
 
         return make_planner("gradient", wm, cost_fn, pcfg), params["l1"]
+    if name == "hierarchical" and getattr(l2, "kind", "mlp") == "grid":
+        pcfg = pc.hierarchical_grid.to_dict()
+        pcfg.update(action_bound=float(config.env.action_bound), shift=int(pc.replan_every))
+        return make_grid_hierarchical_planner(wm, l2, pcfg, low_weights=w1), params
     if name == "hierarchical":
         pcfg = pc.hierarchical.to_dict()
         pcfg.update(action_bound=float(config.env.action_bound), shift=int(pc.replan_every),
@@ -189,7 +194,10 @@ def plot_episodes(path, config, env, wm, l2, params, eps, positions, extra, succ
     import matplotlib.pyplot as plt
 
     hier = name == "hierarchical"
-    if hier:
+    if hier and getattr(l2, "kind", "mlp") == "grid":  # its subgoals are pixel positions
+        def probe(x):
+            return x
+    elif hier:
         probe, _ = position_probe(config, env, wm, params, l2)
     else:
         probe, _ = position_probe(config, env, wm, params["l1"])

@@ -157,6 +157,7 @@ def tiny_models():
     from jepa_jax.hjepa_training import build
 
     config = get_config("tiny")
+    config.level2.kind = "mlp"  # the MLP level 2 (tests/test_hjepa_grid.py: the grid one)
     env, wm, l2 = build(config)
     params = {"l1": wm.init(jax.random.key(0)), "l2": l2.init(jax.random.key(1))}
     return config, env, wm, l2, params
@@ -182,7 +183,7 @@ class TestLevel2Model:
         np.testing.assert_array_equal(s2[..., :d1], s1)
         # Raw pixel dims (glimpse and map) are marked so that costs can leave them out.
         start, stop = hierarchy.raw_pixel_dims(config.model, wm.obs_shape)
-        assert (start, stop) == (2, 2 + 49 + 49)  # 7x7 glimpse, 21x21 image every 3rd px
+        assert (start, stop) == (2, 2 + 49 + 81)  # 7x7 glimpse, 25x25 image every 3rd px
         mask = np.asarray(l2.cost_weights())
         assert mask.shape == (d2,) and mask[start:stop].sum() == 0
         assert mask[:start].all() and mask[stop:].all()
