@@ -32,7 +32,7 @@ ConstraintFn = Callable[..., jax.Array]
 
 GOAL_MODES = ("dense", "final")
 CONSTRAINT_KINDS = ("relu2", "softplus")
-RISK_MEASURES = ("mean", "cvar", "worst")
+RISK_MEASURES = ("mean", "cvar", "var", "worst")
 
 
 def horizon_weights(horizon: int, discount: float | jax.Array = 0.9, dtype=jnp.float32):
@@ -198,14 +198,18 @@ def risk_measure(costs: jax.Array, risk: str = "mean", alpha: float = 0.25) -> j
     * ``"cvar"``: the conditional value at risk at level ``alpha``, the mean of the
       ``ceil(alpha * K)`` largest costs (the expected cost in the worst ``alpha`` fraction
       of futures; ``alpha = 1`` is the mean, ``alpha <= 1/K`` the worst case);
+    * ``"var"``: the value at risk at level ``alpha``, the ``ceil(alpha * K)``-th largest
+      cost: a cost that only a fraction ``alpha`` of futures exceed. Unlike the mean it does
+      not reward a plan whose lucky futures (fewer than ``alpha``) do well, and unlike
+      CVaR it does not count how bad the rare bad ones are;
     * ``"worst"``: ``max_k c_k``.
 
-    All three are (sub)differentiable: the gradient flows to the samples that are kept.
+    All are (sub)differentiable: the gradient flows to the samples that are kept.
 
     Args:
       costs: (..., K) costs of K equally likely samples.
       risk: one of ``RISK_MEASURES``.
-      alpha: CVaR level in (0, 1] (static; only used by "cvar").
+      alpha: tail fraction in (0, 1] of "cvar" and "var" (static).
 
     Returns:
       (...) aggregated costs.
@@ -223,6 +227,8 @@ def risk_measure(costs: jax.Array, risk: str = "mean", alpha: float = 0.25) -> j
     if not 0.0 < alpha <= 1.0:
         raise ValueError(f"cvar_alpha must be in (0, 1], got {alpha!r}")
     top, _ = jax.lax.top_k(costs, cvar_count(costs.shape[-1], alpha))
+    if risk == "var":
+        return top[..., -1]
     return jnp.mean(top, axis=-1)
 
 

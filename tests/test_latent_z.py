@@ -224,13 +224,15 @@ def np_risk(costs, risk, alpha=0.25):
     if risk == "worst":
         return costs.max(-1)
     m = max(1, math.ceil(alpha * costs.shape[-1] - 1e-9))
+    if risk == "var":
+        return np.sort(costs, -1)[..., -m]
     return np.sort(costs, -1)[..., -m:].mean(-1)
 
 
 class TestRiskMeasures:
     @pytest.mark.parametrize("risk,alpha", [("mean", 0.25), ("worst", 0.25), ("cvar", 0.25),
                                             ("cvar", 0.1), ("cvar", 0.3), ("cvar", 1.0),
-                                            ("cvar", 0.01)])
+                                            ("cvar", 0.01), ("var", 0.25), ("var", 0.5)])
     def test_vs_numpy(self, risk, alpha):
         costs = np.random.default_rng(2).normal(size=(3, 10)).astype(np.float32)
         f = jax.jit(lambda c: risk_measure(c, risk, alpha))
@@ -244,6 +246,11 @@ class TestRiskMeasures:
         assert float(risk_measure(c, "cvar", 0.5)) == 7.0  # mean of 9 and 5
         g = jax.grad(lambda x: risk_measure(x, "cvar", 0.5))(c)
         np.testing.assert_allclose(g, [0.0, 0.5, 0.0, 0.5])  # only the kept samples
+        # Value at risk: the cost that a fraction alpha of the futures exceed.
+        assert float(risk_measure(c, "var", 0.5)) == 5.0
+        assert float(risk_measure(c, "var", 0.75)) == 2.0
+        g = jax.grad(lambda x: risk_measure(x, "var", 0.5))(c)
+        np.testing.assert_allclose(g, [0.0, 1.0, 0.0, 0.0])
 
     def test_bad_inputs(self):
         with pytest.raises(ValueError, match="unknown risk measure 'median'"):

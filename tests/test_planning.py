@@ -238,6 +238,7 @@ def test_optimizer_choice_and_noise_change_result():
         ("gradient", {"num_perturbations": -1}, "num_perturbations must be an integer >= 0"),
         ("gradient", {"select_samples": 2}, "select_samples=2 needs a world model with a "
                                            "latent variable"),
+        ("gradient", {"select_risk": "median"}, "unknown select_risk 'median'"),
         ("cem", {"num_samples": 0}, "num_samples must be"),
         ("cem", {"num_samples": 4, "num_elites": 8}, "num_elites .* must be <= num_samples"),
         ("cem", {"momentum": 1.0}, "momentum must be"),

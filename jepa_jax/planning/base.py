@@ -55,8 +55,9 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "shift": 1,  # warm start = plan shifted by this many steps (= replanning period)
     "shift_fill": "repeat",  # "repeat" the last action or "zero" in the freed steps
     "z_samples": 1,  # K futures sampled from the prior of z (world models with z_dim > 0)
-    "risk": "mean",  # how the K futures' costs become one: "mean", "cvar" or "worst"
-    "cvar_alpha": 0.25,  # CVaR level: the mean of the worst ceil(alpha * K) costs
+    "risk": "mean",  # how the K futures' costs become one: "mean", "cvar", "var", "worst"
+    "cvar_alpha": 0.25,  # tail fraction of "cvar" (mean of the worst ceil(alpha * K) costs)
+    # and "var" (the ceil(alpha * K)-th worst)
 }
 
 Objective = Callable[[jax.Array], jax.Array]
@@ -310,10 +311,13 @@ class Planner:
         if cfg.get("select_samples", 0) or cfg.get("num_perturbations", 0):
             num_select = cfg.select_samples or cfg.z_samples
 
+            select_risk = cfg.get("select_risk", "") or cfg.risk
+
             def select(candidates, k):  # fresh futures, shared by all candidates
                 fresh = (wm.sample_noise(k, (num_select, cfg.horizon)) if z is None
                          else noise)
-                return jax.vmap(lambda actions: objective(actions, fresh))(candidates)
+                costs = jax.vmap(lambda actions: sample_costs(actions, fresh)[0])(candidates)
+                return risk_measure(costs, select_risk, cfg.cvar_alpha)
 
             kwargs["select"] = select
         actions, cost_per_iter, extra = self.optimize(cfg, objective, init_actions, key,

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jepa_jax.cost import RISK_MEASURES
 from jepa_jax.planning.base import (
     Objective,
     check_choice,
@@ -67,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "z_resample": True,  # latent-variable models: fresh futures for every gradient step
     "num_perturbations": 0,  # extra final candidates: detour-shaped perturbations (below)
     "select_samples": 0,  # latent-variable models: futures that score the final candidates
+    "select_risk": "",  # risk measure of the final choice ("": the same as ``risk``)
 }
 
 RESTART_INITS = ("offset", "segments")
@@ -94,6 +96,8 @@ def validate(cfg: dict[str, Any]) -> None:
         raise ValueError(f"z_resample must be a bool, got {cfg['z_resample']!r}")
     check_int(cfg, "num_perturbations", 0)
     check_int(cfg, "select_samples", 0)
+    if cfg.get("select_risk", ""):
+        check_choice(cfg, "select_risk", RISK_MEASURES)
 
 
 def make_optimizer(cfg: Any) -> optax.GradientTransformation:
