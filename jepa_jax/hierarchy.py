@@ -65,6 +65,7 @@ class Level2Model:
     # 1 for the dims that planning costs compare, 0 for raw pixels passed through (glimpse,
     # map): they inform the predictor but matching them is not the goal.
     cost_mask: tuple[float, ...] = struct.field(pytree_node=False, default=())
+    kind: str = struct.field(pytree_node=False, default="mlp")  # config.level2.kind
 
     def cost_weights(self) -> jax.Array:
         """(D2,) weights of the abstract-state dims in planning costs."""

@@ -153,7 +153,7 @@ def train_level2(config, l2, s1, actions, key, log=print):
     params = l2.init(k_init)
     opt_state = tx.init(params)
     bs = tc.level2_batch_size
-    grid = getattr(l2, "kind", "mlp") == "grid"
+    grid = l2.kind == "grid"
 
     def loss_fn(params, kk, s1, actions):
         k_idx, k_off, k_loss = jax.random.split(kk, 3)
@@ -259,7 +259,7 @@ def load_trained(workdir: str | Path, overrides=()) -> tuple[Any, ...]:
 
         config.planning.hierarchical_grid = {
             k: v for k, v in grid_defaults.items()
-            if k not in ("action_bound", "shift", "cost_raw_pixels")}
+            if k not in ("action_bound", "shift")}
     config.lock()
     apply_overrides(config, list(overrides))
     env, wm, l2 = build(config)

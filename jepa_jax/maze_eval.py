@@ -95,7 +95,7 @@ def build_planner(config, wm, l2, name: str, params):
             return base(states * w1, actions, goal * w1)
 
         return make_planner("gradient", wm, cost_fn, pcfg), params["l1"]
-    if name == "hierarchical" and getattr(l2, "kind", "mlp") == "grid":
+    if name == "hierarchical" and l2.kind == "grid":
         pcfg = pc.hierarchical_grid.to_dict()
         pcfg.update(action_bound=float(config.env.action_bound), shift=int(pc.replan_every))
         return make_grid_hierarchical_planner(wm, l2, pcfg, low_weights=w1), params
@@ -194,7 +194,7 @@ def plot_episodes(path, config, env, wm, l2, params, eps, positions, extra, succ
     import matplotlib.pyplot as plt
 
     hier = name == "hierarchical"
-    if hier and getattr(l2, "kind", "mlp") == "grid":  # its subgoals are pixel positions
+    if hier and l2.kind == "grid":  # its subgoals are pixel positions
         def probe(x):
             return x
     elif hier:

@@ -152,15 +152,8 @@ class TestLevel2Loss:
 
 
 @pytest.fixture(scope="module")
-def tiny_models():
-    from experiments.mazes import get_config
-    from jepa_jax.hjepa_training import build
-
-    config = get_config("tiny")
-    config.level2.kind = "mlp"  # the MLP level 2 (tests/test_hjepa_grid.py: the grid one)
-    env, wm, l2 = build(config)
-    params = {"l1": wm.init(jax.random.key(0)), "l2": l2.init(jax.random.key(1))}
-    return config, env, wm, l2, params
+def tiny_models(tiny_maze_models):
+    return tiny_maze_models("mlp")  # the MLP level 2 (tests/test_hjepa_grid.py: the grid one)
 
 
 class TestLevel2Model:

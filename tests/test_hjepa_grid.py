@@ -112,15 +112,11 @@ class TestGridOps:
 
 
 @pytest.fixture(scope="module")
-def tiny_grid():
+def tiny_grid(tiny_maze_models):
     from experiments.mazes import get_config
-    from jepa_jax.hjepa_training import build
 
-    config = get_config("tiny")
-    assert config.level2.kind == "grid"
-    env, wm, l2 = build(config)
-    params = {"l1": wm.init(jax.random.key(0)), "l2": l2.init(jax.random.key(1))}
-    return config, env, wm, l2, params
+    assert get_config("tiny").level2.kind == "grid"  # the preset's default
+    return tiny_maze_models("grid")
 
 
 class TestGridLevel2:

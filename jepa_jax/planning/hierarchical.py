@@ -74,6 +74,67 @@ def _gradient_cfg(**values) -> ml_collections.FrozenConfigDict:
     return ml_collections.FrozenConfigDict(cfg)
 
 
+def plan_level1(c: Any, wm: Any, p1: Any, s1: jax.Array, g1: jax.Array,
+                subgoal_cost: Any, init_actions: jax.Array, key: jax.Array,
+                low_weights: jax.Array | None = None) -> tuple[jax.Array, jax.Array, Any]:
+    """Level 1's gradient MPC towards level 2's target, shared by the hierarchical planners.
+
+    Minimises ``sum_t w_t (subgoal_cost(traj)_t + goal_weight * |traj_t - g1|^2)`` over
+    ``c.horizon`` actions (``w_t`` discounted by ``c.low_discount``, the goal term's dims
+    weighted by ``low_weights``), with ``c.num_restarts`` x ``c.num_iters`` Adam steps.
+
+    Args:
+      c: the planner config (level-1 keys of ``DEFAULTS``).
+      subgoal_cost: ``(traj (H, D1)) -> (H,)`` distance of the rollout to the target.
+      init_actions: (H, A) warm start.
+
+    Returns:
+      ``(actions (H, A) within the bound, cost_per_iter, objective)``.
+    """
+    low_w = cost_lib.horizon_weights(c.horizon, c.low_discount)
+    w1 = low_weights if low_weights is not None else 1.0
+
+    def objective(actions):
+        traj = wm.rollout(p1, s1, actions)  # (H, D1)
+        goal = jnp.sum(w1 * jnp.square(traj - g1), -1)
+        return jnp.sum(low_w * (subgoal_cost(traj) + c.goal_weight * goal))
+
+    low_cfg = _gradient_cfg(
+        horizon=c.horizon, action_bound=c.action_bound, num_iters=c.num_iters,
+        num_restarts=c.num_restarts, learning_rate=c.learning_rate,
+        restart_init=c.restart_init)
+    actions, costs, _ = gradient.optimize(low_cfg, objective, init_actions, key)
+    return clip_by_norm(actions, c.action_bound), costs, objective
+
+
+def validate_level1(cfg: dict[str, Any]) -> None:
+    """One-line ValueError on a bad level-1 key of a hierarchical planner's config."""
+    for key in ("horizon", "num_iters", "num_restarts"):
+        check_int(cfg, key, 1)
+    check_int(cfg, "shift", 0)
+    for key in ("learning_rate", "action_bound"):
+        check_float(cfg, key, strict=True)
+    for key in ("low_discount", "goal_weight"):
+        check_float(cfg, key)
+    if cfg["restart_init"] not in gradient.RESTART_INITS:
+        raise ValueError(f"unknown restart_init {cfg['restart_init']!r}; valid values: "
+                         f"{', '.join(gradient.RESTART_INITS)}")
+    if cfg["shift"] > cfg["horizon"]:
+        raise ValueError(f"shift ({cfg['shift']}) exceeds the level-1 horizon "
+                         f"({cfg['horizon']})")
+
+
+def merged_config(config: Any, defaults: dict[str, Any], what: str) -> dict[str, Any]:
+    """``defaults`` overridden by ``config`` (a mapping, ConfigDict or None); one-line
+    ValueError naming unknown keys."""
+    values = dict(config.to_dict() if hasattr(config, "to_dict") else (config or {}))
+    unknown = sorted(set(values) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown {what} config keys {unknown}; valid keys: "
+                         f"{', '.join(defaults)}")
+    return {**defaults, **values}
+
+
 @struct.dataclass
 class HierarchicalPlanner:
     """Built by :func:`make_hierarchical_planner`; see the module docstring."""
@@ -106,7 +167,6 @@ class HierarchicalPlanner:
 
         high_w = cost_lib.horizon_weights(c.high_horizon, c.high_discount)
         w2 = 1.0 if c.cost_raw_pixels else l2.cost_weights()
-        w1 = self.low_weights if self.low_weights is not None else 1.0
 
         def high_objective(us):
             traj = l2.rollout(p2, s2, us)
@@ -121,20 +181,11 @@ class HierarchicalPlanner:
         subgoals = l2.rollout(p2, s2, us)  # (M, D2)
         subgoal = subgoals[0]
 
-        low_w = cost_lib.horizon_weights(c.horizon, c.low_discount)
+        def subgoal_cost(traj):
+            return jnp.sum(w2 * jnp.square(l2.encode(p2, traj) - subgoal), -1)
 
-        def low_objective(actions):
-            traj = wm.rollout(p1, s1, actions)  # (H, D1)
-            sub = jnp.sum(w2 * jnp.square(l2.encode(p2, traj) - subgoal), -1)
-            goal = jnp.sum(w1 * jnp.square(traj - g1), -1)
-            return jnp.sum(low_w * (sub + c.goal_weight * goal))
-
-        low_cfg = _gradient_cfg(
-            horizon=c.horizon, action_bound=c.action_bound, num_iters=c.num_iters,
-            num_restarts=c.num_restarts, learning_rate=c.learning_rate,
-            restart_init=c.restart_init)
-        actions, low_costs, _ = gradient.optimize(low_cfg, low_objective, state.actions, k_low)
-        actions = clip_by_norm(actions, c.action_bound)
+        actions, low_costs, low_objective = plan_level1(
+            c, wm, p1, s1, g1, subgoal_cost, state.actions, k_low, self.low_weights)
         info = {
             "subgoals": subgoals,
             "states": wm.rollout(p1, s1, actions),
@@ -150,20 +201,12 @@ class HierarchicalPlanner:
 
 def validate(cfg: dict[str, Any], span: int) -> None:
     """One-line ValueError on a bad hierarchical-planner config."""
-    for key in ("high_horizon", "high_iters", "high_restarts", "horizon", "num_iters",
-                "num_restarts"):
+    for key in ("high_horizon", "high_iters", "high_restarts"):
         check_int(cfg, key, 1)
-    check_int(cfg, "shift", 0)
-    for key in ("high_learning_rate", "high_action_bound", "learning_rate", "action_bound"):
+    for key in ("high_learning_rate", "high_action_bound"):
         check_float(cfg, key, strict=True)
-    for key in ("high_discount", "low_discount", "goal_weight"):
-        check_float(cfg, key)
-    if cfg["restart_init"] not in gradient.RESTART_INITS:
-        raise ValueError(f"unknown restart_init {cfg['restart_init']!r}; valid values: "
-                         f"{', '.join(gradient.RESTART_INITS)}")
-    if cfg["shift"] > cfg["horizon"]:
-        raise ValueError(f"shift ({cfg['shift']}) exceeds the level-1 horizon "
-                         f"({cfg['horizon']})")
+    check_float(cfg, "high_discount")
+    validate_level1(cfg)
     del span
 
 
@@ -171,12 +214,7 @@ def make_hierarchical_planner(world_model: Any, level2: Level2Model, config: Any
                               low_weights: jax.Array | None = None) -> HierarchicalPlanner:
     """Validates ``config`` (a mapping over ``DEFAULTS``) and builds the planner;
     ``low_weights`` (D1,) weights the level-1 goal term's dims (None: all 1)."""
-    values = dict(config.to_dict() if hasattr(config, "to_dict") else (config or {}))
-    unknown = sorted(set(values) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown hierarchical planner config keys {unknown}; valid keys: "
-                         f"{', '.join(DEFAULTS)}")
-    cfg = {**DEFAULTS, **values}
+    cfg = merged_config(config, DEFAULTS, "hierarchical planner")
     validate(cfg, level2.span)
     return HierarchicalPlanner(world_model=world_model, level2=level2,
                                config=ml_collections.FrozenConfigDict(cfg),

@@ -36,16 +36,9 @@ import jax.numpy as jnp
 import ml_collections
 from flax import struct
 
-from jepa_jax import cost as cost_lib
 from jepa_jax.hierarchy_grid import GridLevel2, propagate, value_iteration
-from jepa_jax.planning import gradient
-from jepa_jax.planning.base import (
-    COMMON_DEFAULTS,
-    check_float,
-    check_int,
-    clip_by_norm,
-    shift_plan,
-)
+from jepa_jax.planning.base import check_float, check_int, shift_plan
+from jepa_jax.planning.hierarchical import merged_config, plan_level1, validate_level1
 
 DEFAULTS: dict[str, Any] = {
     "high_directions": 8,  # abstract actions: this many directions ...
@@ -63,7 +56,6 @@ DEFAULTS: dict[str, Any] = {
     "low_discount": 0.9,
     "action_bound": 1.2,
     "shift": 4,  # = replan_every
-    "cost_raw_pixels": True,  # kept for config compatibility with the MLP planner
 }
 
 
@@ -72,12 +64,6 @@ class GridPlannerState:
     """Warm start carried between calls: level-1 actions (H, A)."""
 
     actions: jax.Array
-
-
-def _gradient_cfg(**values) -> ml_collections.FrozenConfigDict:
-    cfg = {**COMMON_DEFAULTS, **gradient.DEFAULTS, **values}
-    gradient.validate(cfg)
-    return ml_collections.FrozenConfigDict(cfg)
 
 
 def abstract_actions(directions: int, steps) -> jax.Array:
@@ -96,7 +82,6 @@ class GridHierarchicalPlanner:
     level2: GridLevel2 = struct.field(pytree_node=False)
     config: ml_collections.FrozenConfigDict = struct.field(pytree_node=False)
     name: str = struct.field(pytree_node=False, default="hierarchical")
-    subgoals_in_pixels: bool = struct.field(pytree_node=False, default=True)
     low_weights: Any = None  # (D1,) weights of the level-1 goal term, or None (all 1)
 
     @property
@@ -140,21 +125,11 @@ class GridHierarchicalPlanner:
         target = jnp.where(to_go < c.near_goal, goal_pos, subgoals[0])
         target_kp = target / l2.keypoint_scale
 
-        low_w = cost_lib.horizon_weights(c.horizon, c.low_discount)
-        w1 = self.low_weights if self.low_weights is not None else 1.0
+        def subgoal_cost(traj):  # the rollout's agent keypoint against the target
+            return jnp.sum(jnp.square(traj[:, :2] - target_kp), -1)
 
-        def low_objective(actions):
-            traj = wm.rollout(p1, s1, actions)  # (H, D1)
-            sub = jnp.sum(jnp.square(traj[:, :2] - target_kp), -1)
-            goal = jnp.sum(w1 * jnp.square(traj - g1), -1)
-            return jnp.sum(low_w * (sub + c.goal_weight * goal))
-
-        low_cfg = _gradient_cfg(
-            horizon=c.horizon, action_bound=c.action_bound, num_iters=c.num_iters,
-            num_restarts=c.num_restarts, learning_rate=c.learning_rate,
-            restart_init=c.restart_init)
-        actions, low_costs, _ = gradient.optimize(low_cfg, low_objective, state.actions, key)
-        actions = clip_by_norm(actions, c.action_bound)
+        actions, low_costs, low_objective = plan_level1(
+            c, wm, p1, s1, g1, subgoal_cost, state.actions, key, self.low_weights)
         info = {
             "subgoals": subgoals,  # (M, 2) pixels
             "target": target,
@@ -170,37 +145,22 @@ class GridHierarchicalPlanner:
 
 def validate(cfg: dict[str, Any]) -> None:
     """One-line ValueError on a bad grid hierarchical-planner config."""
-    for key in ("high_directions", "vi_sweeps", "high_horizon", "horizon", "num_iters",
-                "num_restarts"):
+    for key in ("high_directions", "vi_sweeps", "high_horizon"):
         check_int(cfg, key, 1)
-    check_int(cfg, "shift", 0)
-    for key in ("learning_rate", "action_bound"):
-        check_float(cfg, key, strict=True)
-    for key in ("near_goal", "low_discount", "goal_weight"):
-        check_float(cfg, key)
+    check_float(cfg, "near_goal")
     steps = cfg["high_steps"]
     if (isinstance(steps, (str, bytes)) or not hasattr(steps, "__len__") or not steps
             or not all(isinstance(v, (int, float)) and 0 < v <= 1 for v in steps)):
         raise ValueError(f"high_steps must be a non-empty list of fractions of the action "
                          f"bound in (0, 1], got {steps!r}")
-    if cfg["restart_init"] not in gradient.RESTART_INITS:
-        raise ValueError(f"unknown restart_init {cfg['restart_init']!r}; valid values: "
-                         f"{', '.join(gradient.RESTART_INITS)}")
-    if cfg["shift"] > cfg["horizon"]:
-        raise ValueError(f"shift ({cfg['shift']}) exceeds the level-1 horizon "
-                         f"({cfg['horizon']})")
+    validate_level1(cfg)
 
 
 def make_grid_hierarchical_planner(world_model: Any, level2: GridLevel2, config: Any = None,
                                    low_weights: jax.Array | None = None
                                    ) -> GridHierarchicalPlanner:
     """Validates ``config`` (a mapping over ``DEFAULTS``) and builds the planner."""
-    values = dict(config.to_dict() if hasattr(config, "to_dict") else (config or {}))
-    unknown = sorted(set(values) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown grid hierarchical planner config keys {unknown}; valid "
-                         f"keys: {', '.join(DEFAULTS)}")
-    cfg = {**DEFAULTS, **values}
+    cfg = merged_config(config, DEFAULTS, "grid hierarchical planner")
     validate(cfg)
     return GridHierarchicalPlanner(world_model=world_model, level2=level2,
                                    config=ml_collections.FrozenConfigDict(cfg),
