@@ -360,14 +360,7 @@ def make_planner(
       ValueError: unknown name, unknown keys or bad values (one line each).
     """
     module = _module(name)
-    defaults = {**COMMON_DEFAULTS, **module.DEFAULTS}
-    values = _to_dict(config)
-    unknown = sorted(set(values) - set(defaults))
-    if unknown:
-        raise ValueError(
-            f"unknown {name} planner config keys {unknown}; valid keys: {', '.join(defaults)}"
-        )
-    cfg = {**defaults, **values}
+    cfg = merged_config(config, {**COMMON_DEFAULTS, **module.DEFAULTS}, f"{name} planner")
     _validate_common(cfg)
     module.validate(cfg)
     z_dim = getattr(world_model, "z_dim", 0)
@@ -429,6 +422,17 @@ def _module(name: str):
         raise ValueError(f"unknown planner {name!r}; valid names: {', '.join(PLANNER_NAMES)}")
     # Imported lazily: the planner modules import helpers from this one.
     return importlib.import_module(f"jepa_jax.planning.{name}")
+
+
+def merged_config(config: Any, defaults: dict[str, Any], what: str) -> dict[str, Any]:
+    """``defaults`` overridden by ``config`` (a ConfigDict, a mapping or None); one-line
+    ValueError naming unknown keys (``what``: e.g. "gradient planner")."""
+    values = _to_dict(config)
+    unknown = sorted(set(values) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown {what} config keys {unknown}; valid keys: "
+                         f"{', '.join(defaults)}")
+    return {**defaults, **values}
 
 
 def _to_dict(config: Any) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from jepa_jax.planning.base import (
     check_float,
     check_int,
     clip_by_norm,
+    merged_config,
     shift_plan,
 )
 
@@ -122,17 +123,6 @@ def validate_level1(cfg: dict[str, Any]) -> None:
     if cfg["shift"] > cfg["horizon"]:
         raise ValueError(f"shift ({cfg['shift']}) exceeds the level-1 horizon "
                          f"({cfg['horizon']})")
-
-
-def merged_config(config: Any, defaults: dict[str, Any], what: str) -> dict[str, Any]:
-    """``defaults`` overridden by ``config`` (a mapping, ConfigDict or None); one-line
-    ValueError naming unknown keys."""
-    values = dict(config.to_dict() if hasattr(config, "to_dict") else (config or {}))
-    unknown = sorted(set(values) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown {what} config keys {unknown}; valid keys: "
-                         f"{', '.join(defaults)}")
-    return {**defaults, **values}
 
 
 @struct.dataclass

@@ -37,8 +37,8 @@ import ml_collections
 from flax import struct
 
 from jepa_jax.hierarchy_grid import GridLevel2, propagate, value_iteration
-from jepa_jax.planning.base import check_float, check_int, shift_plan
-from jepa_jax.planning.hierarchical import merged_config, plan_level1, validate_level1
+from jepa_jax.planning.base import check_float, check_int, merged_config, shift_plan
+from jepa_jax.planning.hierarchical import plan_level1, validate_level1
 
 DEFAULTS: dict[str, Any] = {
     "high_directions": 8,  # abstract actions: this many directions ...
