@@ -35,32 +35,40 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "stochastic_rooms.py"
 RESULTS = ROOT / "benchmarks" / "results"
 
-# Planner variants: (workdir key, overrides of config.planning.gradient). "det" and
-# "z_select" are the comparison of issue #4: the same search (8 restarts and 16 detour
-# variants of the plan, see planning/gradient.py), the z model's choice made on 64 fresh
-# futures. The "_plain" / "z_mean" variants leave out the detour variants and the fresh
-# futures (the planner of session 5).
+# Planner variants: (workdir key, overrides). "det" and "z_select" are the comparison of
+# issue #4: the same search (8 restarts and 16 detour variants of the plan, see
+# planning/gradient.py), the z model's choice made on 64 fresh futures, and the experiment's
+# cost (squared goal distance plus the bounded reach cost). The "_squared" variants plan with
+# the squared goal distance alone (sessions 5-9); "_plain" / "z_mean" variants also leave
+# out the detour variants and the fresh futures (the planner of session 5). Each names its
+# cost, so a workdir trained with another stored cost is evaluated the same way.
 _SEARCH = ["--config.planning.gradient.num_perturbations=16"]
 _PLAIN = ["--config.planning.gradient.num_perturbations=0",
           "--config.planning.gradient.select_samples=0"]
+_REACH = ["--config.planning.cost.reach_weight=1.0", "--config.planning.cost.reach_scale=1.5",
+          "--config.planning.cost.reach_discount=1.0"]
+_SQUARED = ["--config.planning.cost.reach_weight=0.0"]
+_SELECT = ["--config.planning.gradient.select_samples=64"]
 PLANS = {
-    "det": ("det", _SEARCH),
-    "det_plain": ("det", ["--config.planning.gradient.num_perturbations=0"]),
-    "det_64_restarts": ("det", ["--config.planning.gradient.num_restarts=64"]),
-    "z_select": ("z", _SEARCH + ["--config.planning.gradient.select_samples=64",
-                                 "--config.planning.gradient.risk=mean"]),
-    "z_select_cvar": ("z", _SEARCH + ["--config.planning.gradient.select_samples=64",
-                                      "--config.planning.gradient.risk=cvar"]),
+    "det": ("det", _SEARCH + _REACH),
+    "z_select": ("z", _SEARCH + _SELECT + _REACH + ["--config.planning.gradient.risk=mean"]),
+    "det_squared": ("det", _SEARCH + _SQUARED),
+    "z_select_squared": ("z", _SEARCH + _SELECT + _SQUARED
+                         + ["--config.planning.gradient.risk=mean"]),
+    "det_plain": ("det", _SQUARED + ["--config.planning.gradient.num_perturbations=0"]),
+    "det_64_restarts": ("det", _SQUARED + ["--config.planning.gradient.num_restarts=64"]),
+    "z_select_cvar": ("z", _SEARCH + _SELECT + _SQUARED
+                      + ["--config.planning.gradient.risk=cvar"]),
     # Gradient steps on the mean, the final choice on the value at risk (the 16th worst of
     # 64 futures): a plan that only its lucky futures carry through does not win.
-    "z_select_var": ("z", _SEARCH + ["--config.planning.gradient.select_samples=64",
-                                     "--config.planning.gradient.risk=mean",
-                                     "--config.planning.gradient.select_risk=var",
-                                     "--config.planning.gradient.cvar_alpha=0.25"]),
-    "z_mean": ("z", _PLAIN + ["--config.planning.gradient.risk=mean"]),
-    "z_cvar": ("z", _PLAIN + ["--config.planning.gradient.risk=cvar"]),
-    "z_worst": ("z", _PLAIN + ["--config.planning.gradient.risk=worst"]),
-    "z_k1": ("z", _PLAIN + ["--config.planning.gradient.z_samples=1"]),
+    "z_select_var": ("z", _SEARCH + _SELECT + _SQUARED
+                     + ["--config.planning.gradient.risk=mean",
+                        "--config.planning.gradient.select_risk=var",
+                        "--config.planning.gradient.cvar_alpha=0.25"]),
+    "z_mean": ("z", _PLAIN + _SQUARED + ["--config.planning.gradient.risk=mean"]),
+    "z_cvar": ("z", _PLAIN + _SQUARED + ["--config.planning.gradient.risk=cvar"]),
+    "z_worst": ("z", _PLAIN + _SQUARED + ["--config.planning.gradient.risk=worst"]),
+    "z_k1": ("z", _PLAIN + _SQUARED + ["--config.planning.gradient.z_samples=1"]),
 }
 
 

@@ -138,3 +138,25 @@ def test_cost_terms_reject_bad_arguments():
         goal_distance(jnp.asarray(STATES), jnp.asarray(GOAL[:2]))
     with pytest.raises(ValueError, match="unknown constraint kind"):
         constraint_penalty(jnp.asarray(STATES), np_constraint, kind="barrier")
+
+
+def test_mean_over_futures_of_a_bounded_cost_prefers_a_likely_success_to_a_near_miss():
+    # Why the windy experiment adds the reach cost: averaged over sampled futures, the squared
+    # distance (convex) prefers a plan that surely stops 1 unit short (behind a wall) to one
+    # that reaches the goal in 70% of futures and ends 3 units away in the rest (a pit);
+    # the bounded reach cost counts both failures alike and prefers the likely success.
+    h, goal = 4, jnp.zeros((1,), jnp.float32)
+    near_miss = jnp.ones((h, 1), jnp.float32)
+    hit, fall = jnp.zeros((h, 1), jnp.float32), jnp.full((h, 1), 3.0, jnp.float32)
+    actions = jnp.zeros((h, 1), jnp.float32)
+    for weights, prefers_hit in (({"goal_discount": 1.0}, False),
+                                 ({"goal_weight": 0.0, "reach_weight": 1.0,
+                                   "reach_scale": 0.5}, True)):
+        cost_fn = make_cost(weights)
+        risky = 0.7 * cost_fn(hit, actions, goal) + 0.3 * cost_fn(fall, actions, goal)
+        sure = cost_fn(near_miss, actions, goal)
+        # By hand: squared 0.3 * 9 = 2.7 > 1; reach 0.3 * 4 (1 - e^-18) = 1.2 < 4 (1 - e^-2).
+        expected = ((0.3 * 9.0, 1.0) if not prefers_hit
+                    else (0.3 * h * (1 - np.exp(-18.0)), h * (1 - np.exp(-2.0))))
+        np.testing.assert_allclose([risky, sure], expected, rtol=1e-5)
+        assert bool(risky < sure) == prefers_hit

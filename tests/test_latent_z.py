@@ -533,6 +533,14 @@ def test_workdir_without_a_newer_planner_setting_takes_it_as_an_override(tiny_z_
     assert config.planning.gradient.select_samples == 7
     with pytest.raises(Exception, match="unknown config key config.planning.gradient.nope"):
         load_trained(workdir, ["--config.planning.gradient.nope=1"])
+    # Likewise the cost weights: a stored cost section without reach_* takes them.
+    stored["planning"]["cost"] = {"goal_weight": 1.0, "goal_mode": "dense"}
+    (workdir / "config.json").write_text(json.dumps(stored))
+    config, _, _ = load_trained(workdir, ["--config.planning.cost.reach_weight=2.0"])
+    assert config.planning.cost.reach_weight == 2.0
+    assert config.planning.cost.reach_scale == 1.0 and config.planning.cost.goal_discount == 0.9
+    with pytest.raises(Exception, match="unknown config key config.planning.cost.nope"):
+        load_trained(workdir, ["--config.planning.cost.nope=1"])
 
 
 def test_missing_kl_coeff_is_refused():

@@ -9,6 +9,7 @@ metrics. Metrics go to ``metrics.jsonl`` and TensorBoard event files in the work
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from jepa_jax import cost as cost_lib
 from jepa_jax import diagnostics, envs, parallel
 from jepa_jax.data import offline
 from jepa_jax.envs import two_rooms, windy_rooms
@@ -635,9 +637,10 @@ def load_trained(workdir: str | Path, overrides=()) -> tuple[ml_collections.Conf
 
 def _add_planner_defaults(config: ml_collections.ConfigDict) -> None:
     """Adds to each stored planner section (``config.planning.<name>``) the planner's own
-    settings it does not list, at their defaults: they change nothing (the planner would
-    use the same defaults) but can then be overridden on the command line, also for a
-    workdir trained before a setting existed."""
+    settings it does not list, and to ``config.planning.cost`` the cost weights
+    (``cost.CostWeights``) it does not list, at their defaults: they change nothing (the
+    planner would use the same defaults) but can then be overridden on the command line,
+    also for a workdir trained before a setting existed."""
     from jepa_jax.planning import base as planning_base
 
     planning = config.get("planning")
@@ -649,6 +652,11 @@ def _add_planner_defaults(config: ml_collections.ConfigDict) -> None:
             for key, value in planning_base.default_config(name).items():
                 if key not in section and key not in planning_base.COMMON_DEFAULTS:
                     section[key] = value
+    cost = planning.get("cost")
+    if isinstance(cost, ml_collections.ConfigDict):  # the cost terms, e.g. reach_weight
+        for key, value in dataclasses.asdict(cost_lib.CostWeights()).items():
+            if key not in cost:
+                cost[key] = value
 
 
 def _tuples(config: ml_collections.ConfigDict) -> None:
