@@ -45,8 +45,20 @@ RESULTS = ROOT / "benchmarks" / "results"
 _SEARCH = ["--config.planning.gradient.num_perturbations=16"]
 _PLAIN = ["--config.planning.gradient.num_perturbations=0",
           "--config.planning.gradient.select_samples=0"]
-_REACH = ["--config.planning.cost.reach_weight=1.0", "--config.planning.cost.reach_scale=1.5",
-          "--config.planning.cost.reach_discount=1.0"]
+
+
+def _experiment_reach_cost() -> list[str]:
+    """The experiment's reach_* cost weights as overrides, read from its config (no copy)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stochastic_rooms", CONFIG)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cost = module.get_config().planning.cost
+    return [f"--config.planning.cost.{k}={v}" for k, v in cost.items() if k.startswith("reach_")]
+
+
+_REACH = _experiment_reach_cost()
 _SQUARED = ["--config.planning.cost.reach_weight=0.0"]
 _SELECT = ["--config.planning.gradient.select_samples=64"]
 PLANS = {
