@@ -369,8 +369,10 @@ def main() -> int:
         r = evaluate_workdir(workdirs[key], "gradient", episodes=args.episodes,
                              overrides=overrides, write=False)
         planning[name] = {k: r[k] for k in ("success_rate", "goal_room_rate", "pit_rate",
-                                            "mean_final_distance_px", "ms_per_plan",
-                                            "eval_seconds", "num_episodes") if k in r}
+                                            "pit_from_bridge_rate", "pit_walked_in_rate",
+                                            "stalled_rate", "mean_final_distance_px",
+                                            "ms_per_plan", "eval_seconds", "num_episodes")
+                          if k in r}
         planning[name]["budget"] = {k: r["budget"].get(k) for k in (
             "horizon", "num_restarts", "num_iters", "z_samples", "risk", "cvar_alpha",
             "num_perturbations", "select_samples", "select_risk", "replan_every",
@@ -378,9 +380,10 @@ def main() -> int:
         planning[name]["command"] = (f"python -m jepa_jax.evaluate --workdir {workdirs[key]} "
                                      f"--planner gradient --episodes {args.episodes} "
                                      + " ".join(overrides)).strip()
-        print(f"{name:>16}: success {r['success_rate']:.0%}, pit {r.get('pit_rate', 0):.0%}, "
-              f"goal room {r['goal_room_rate']:.0%}, {r['ms_per_plan']:.0f} ms/plan",
-              flush=True)
+        print(f"{name:>16}: success {r['success_rate']:.0%}, pit {r.get('pit_rate', 0):.0%} "
+              f"(from the bridge {r.get('pit_from_bridge_rate', 0):.0%}), stalled "
+              f"{r.get('stalled_rate', 0):.0%}, goal room {r['goal_room_rate']:.0%}, "
+              f"{r['ms_per_plan']:.0f} ms/plan", flush=True)
         _save(out_json, result)
     for name in [p for p in args.plans.split(",") if p.startswith("z")]:
         if "det" in planning and name in planning:

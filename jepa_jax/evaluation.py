@@ -127,8 +127,14 @@ def make_straight_episode_fn(env: two_rooms.EnvParams, env_steps: int):
 
 
 def score(positions: np.ndarray, episodes: Episodes, env: Any = None) -> dict[str, Any]:
-    """Outcome metrics from executed positions (N, T+1, 2); with a Windy Two-Rooms ``env``
-    also ``pit_rate``, the fraction of episodes that ended in a pit."""
+    """Outcome metrics from executed positions (N, T+1, 2).
+
+    With a Windy Two-Rooms ``env`` also ``pit_rate``, the fraction of episodes that ended in
+    a pit, split by how the agent got there: ``pit_from_bridge_rate`` (it stood on the
+    bridge the step before, so a gust or its own move threw it off) and
+    ``pit_walked_in_rate`` (it walked in from a room: the pits are visible, so that is the
+    model's or the planner's error, not bad luck); and ``stalled_rate``, the episodes that
+    ended in neither a pit nor success in the start room."""
     goal = np.asarray(episodes.goal)[:, None]
     sq = np.mean((positions - goal) ** 2, axis=-1)  # (N, T+1): mean over x and y
     success = (sq < SUCCESS_THRESHOLD_PX2).any(axis=1)
@@ -150,8 +156,17 @@ def score(positions: np.ndarray, episodes: Episodes, env: Any = None) -> dict[st
     if env is not None and envs.is_stochastic(env):  # Windy Two-Rooms: how many fell
         from jepa_jax.envs import windy_rooms
 
-        fell = np.asarray(windy_rooms.in_pit(jnp.asarray(final), jnp.asarray(wall_x), env))
+        walls = jnp.asarray(wall_x)[:, None]
+        pit = np.asarray(windy_rooms.in_pit(jnp.asarray(positions), walls, env))  # (N, T+1)
+        bridge = np.asarray(windy_rooms.in_wind(jnp.asarray(positions), walls, env))
+        fell = pit[:, -1]
+        entry = np.argmax(pit, axis=1)  # first step in a pit (0 if it never was)
+        rows = np.arange(len(fell))
+        from_bridge = fell & (entry > 0) & bridge[rows, np.maximum(entry - 1, 0)]
         out["pit_rate"] = float(fell.mean())
+        out["pit_from_bridge_rate"] = float(from_bridge.mean())
+        out["pit_walked_in_rate"] = float((fell & ~from_bridge).mean())
+        out["stalled_rate"] = float((~success & ~fell & (goal_room != final_room)).mean())
     return out
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jepa_jax import configs, evaluation
-from jepa_jax.envs import two_rooms
+from jepa_jax.envs import two_rooms, windy_rooms
 from jepa_jax.planning_eval import evaluate_workdir
 from jepa_jax.training import loop
 
@@ -48,6 +48,24 @@ def test_score_by_hand():
     assert result["mean_steps_to_success"] == 1.5
     pos[1, 2] = [28.5, 30]  # 1.125 >= 1: failure
     assert evaluation.score(pos, eps)["success_rate"] == 0.5
+
+
+def test_score_classifies_windy_failures_by_hand():
+    # The experiment's bridge: wall x 32, y 32 +- 8; pits 8 < |y - 32| <= 14 for |x - 32| <= 6.
+    env = windy_rooms.EnvParams(windy_door_y=32.0, windy_half_width=8.0, calm_door=False)
+    eps = evaluation.Episodes(start=np.array([[20.0, 30], [20, 43], [10, 10], [20, 50]]),
+                              goal=np.array([[50.0, 30], [50, 43], [50, 10], [50, 50]]),
+                              layout=np.full((4, 2), 32.0))
+    pos = np.zeros((4, 4, 2))
+    pos[0] = [[20, 30], [30, 38], [30, 43], [30, 43]]  # blown off the bridge
+    pos[1] = [[20, 43], [24, 43], [27, 43], [27, 43]]  # walked into a pit from the room
+    pos[2] = [[10, 10], [20, 10], [29, 10], [29, 10]]  # pressed against the wall
+    pos[3] = [[20, 50], [35, 50], [50, 50], [50, 50]]  # at the goal (no pit on the way)
+    result = evaluation.score(pos, eps, env)
+    assert result["success"] == [False, False, False, True]
+    assert result["pit_rate"] == 0.5
+    assert result["pit_from_bridge_rate"] == 0.25 and result["pit_walked_in_rate"] == 0.25
+    assert result["stalled_rate"] == 0.25
 
 
 def test_straight_baseline_walks_straight():
