@@ -244,6 +244,48 @@ def prediction_metrics(exp_z, params_z, exp_d, params_d, num=1500, length=9, k=1
     return out, probe_z
 
 
+def pit_futures(exp, params, num=256, steps=6, seed=5) -> dict:
+    """Does a sampled future stay in a pit? In the true world it always does (every move
+    from a pit leaves the agent in place). From the middle of each pit, ``steps`` full
+    pushes in each of four directions; returns the share of the model's ``num`` futures
+    (its single prediction for a deterministic model) that end more than 3 px from the
+    start, positions read by a linear probe fitted on 4000 random positions."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jepa_jax import evaluation
+    from jepa_jax.planning.base import rollout
+
+    env, wm = exp.env, exp.wm
+    layout = jnp.array([env.wall_x, env.door_y], jnp.float32)
+
+    def encode(p):
+        return wm.encode(params, evaluation._render(p, layout, env))
+
+    k_pos, k_z = jax.random.split(jax.random.key(seed))
+    pos = jax.random.uniform(k_pos, (4000, 2), minval=env.low + 1, maxval=env.high - 1)
+    probe = _probe_fit(np.asarray(jax.jit(jax.vmap(encode))(pos)), np.asarray(pos))
+    reach = env.windy_half_width + env.pit_width / 2
+    out = {}
+    for side, dy in (("upper_pit", -reach), ("lower_pit", reach)):
+        start = jnp.array([env.wall_x - env.wind_half_length / 2, env.windy_door_y + dy])
+        s0 = encode(start)
+        for push, a in (("right", (1, 0)), ("left", (-1, 0)), ("up", (0, -1)),
+                        ("down", (0, 1))):
+            acts = jnp.tile(env.action_bound * jnp.array(a, jnp.float32)[None], (steps, 1))
+            if wm.z_dim:
+                noise = wm.sample_noise(k_z, (num, steps))
+                final = jax.vmap(lambda n, s0=s0, acts=acts: wm.rollout_noise(
+                    params, s0, acts, n))(noise)[:, -1]
+            else:
+                final = rollout(wm, params, s0, acts)[-1:]
+            moved = np.linalg.norm(np.asarray(probe(final)) - np.asarray(start), axis=-1)
+            out[f"{side}_push_{push}"] = float(np.mean(moved > 3.0))
+    out["mean"] = float(np.mean(list(out.values())))
+    return out
+
+
 def sampled_futures_png(path, exp_z, params_z, exp_d, params_d, num=48, steps=10) -> dict:
     """Sampled futures of two action sequences across the windy bridge (in its middle and
     near a corner of the door): the true world, the z model and the deterministic model."""
@@ -363,6 +405,11 @@ def main() -> int:
         result["futures_png"] = sampled_futures_png(RESULTS / "latent_z.png", exp_z, params_z,
                                                     exp_d, params_d)
         _save(out_json, result)
+    # Share of sampled futures that leave a pit (true world: none).
+    result["pit_futures"] = {"z": pit_futures(exp_z, params_z), "det": pit_futures(exp_d, params_d)}
+    print("futures that leave a pit:", {k: round(v["mean"], 2)
+                                        for k, v in result["pit_futures"].items()})
+    _save(out_json, result)
     planning = result.setdefault("planning", {})
     for name in [p for p in args.plans.split(",") if p]:
         key, overrides = PLANS[name]
