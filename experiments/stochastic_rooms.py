@@ -46,8 +46,10 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     # prior_sees_action=True makes the learned prior p(z | s, a). With p(z | s), z also
     # carries whether a move next to the wall is blocked, and its prior, not knowing the
     # action, draws "not blocked" for 40% of six-step pushes into the wall; p(z | s, a)
-    # draws it for 0-1%. Yet planning did worse with it (42% against 54% over 100 episodes,
-    # README "Latent variable z"), so the experiment keeps p(z | s).
+    # draws it for 0-1%; likewise only p(z | s, a) keeps its futures in a pit (97% against
+    # 38%). Planning with it measured 42% against 54% on session 8's draws and 64% against
+    # 53% on session 11's (100 episodes, README "Latent variable z"); until more draws
+    # decide, the experiment keeps p(z | s).
     c.model = ml_collections.ConfigDict(dict(
         encoder="conv", stem_factor=4, channels=(32,), num_keypoints=1, global_dim=32,
         keypoint_scale=8.0, keypoint_channels=(0,), keypoint_kernel=1,
