@@ -404,12 +404,12 @@ def main() -> int:
         result["prediction"]["seconds"] = time.perf_counter() - t0
         result["futures_png"] = sampled_futures_png(RESULTS / "latent_z.png", exp_z, params_z,
                                                     exp_d, params_d)
+        # Share of sampled futures that leave a pit (true world: none).
+        result["pit_futures"] = {"z": pit_futures(exp_z, params_z),
+                                 "det": pit_futures(exp_d, params_d)}
+        print("futures that leave a pit:", {k: round(v["mean"], 2)
+                                            for k, v in result["pit_futures"].items()})
         _save(out_json, result)
-    # Share of sampled futures that leave a pit (true world: none).
-    result["pit_futures"] = {"z": pit_futures(exp_z, params_z), "det": pit_futures(exp_d, params_d)}
-    print("futures that leave a pit:", {k: round(v["mean"], 2)
-                                        for k, v in result["pit_futures"].items()})
-    _save(out_json, result)
     planning = result.setdefault("planning", {})
     for name in [p for p in args.plans.split(",") if p]:
         key, overrides = PLANS[name]

@@ -24,10 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "stochastic_rooms.py"
 RESULTS = ROOT / "benchmarks" / "results"
+STEPS = 12  # steps per crossing: from 3 px before the bridge to well past it
 
 
 def crossing_outcomes(env, lane: float, correct: float, every: int, key, episodes: int,
-                      steps: int = 12):
+                      steps: int = STEPS):
     """(pit rate, across rate) of ``episodes`` scripted crossings (see module docstring)."""
     import jax
     import jax.numpy as jnp
@@ -104,7 +105,7 @@ def main() -> int:
     out = RESULTS / "windy_lanes.json"
     out.write_text(json.dumps(dict(
         gust=env.gust, gust_prob=env.gust_prob, windy_door_y=env.windy_door_y,
-        windy_half_width=env.windy_half_width, episodes=args.episodes, steps=12, rows=rows,
+        windy_half_width=env.windy_half_width, episodes=args.episodes, steps=STEPS, rows=rows,
         command="python benchmarks/windy_lanes.py " + " ".join(sys.argv[1:])), indent=2))
     print(f"wrote {out}")
     return 0
