@@ -8,7 +8,10 @@ Loads the model trained in ``W`` (its ``config.json`` and latest checkpoint), ru
 Two-Rooms episodes with start and goal in opposite rooms, and writes ``W/eval_<planner>.json``
 (success rate, goal-room rate, final distance, ms per plan call, memory, and the full budget)
 and ``W/eval_<planner>.png``. ``--config.planning.<planner>.<key>=value`` overrides planner
-settings, e.g. ``--config.planning.gradient.num_iters=10``.
+settings, e.g. ``--config.planning.gradient.num_iters=10``. Progress is printed after every
+batch of ``planning.batch_size`` episodes (``--config.planning.batch_size=20`` for more
+often); a killed evaluation started again with the same arguments resumes after its last
+finished batch (kept in ``W/eval_<planner>.partial.npz``).
 
 ``--planner agent`` runs the autonomous agent (``jepa_jax/agent.py``) whose modules
 ``python -m jepa_jax.train_agent --workdir W`` trained, and writes ``W/eval_agent.json``
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = evaluate_workdir(args.workdir, args.planner, episodes=args.episodes,
                                   seed=args.seed, overrides=overrides,
-                                  critic_weight=args.critic_weight)
+                                  critic_weight=args.critic_weight, progress=True)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -16,7 +16,12 @@ unchanged).
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -199,20 +204,75 @@ def time_plan_call(planner: Planner, params: Any, env: two_rooms.EnvParams,
 
 
 def run_evaluation(episode_fn, params: Any, episodes: Episodes, key: jax.Array,
-                   batch_size: int = 100) -> tuple[np.ndarray, np.ndarray, float]:
-    """Runs all episodes in jitted, vmapped batches. Returns (positions, plans, seconds)."""
+                   batch_size: int = 100, *, progress: Callable[[int, int, float], None]
+                   | None = None, resume: str | Path | None = None,
+                   fingerprint: str = "") -> tuple[np.ndarray, np.ndarray, float]:
+    """Runs all episodes in jitted, vmapped batches. Returns (positions, plans, seconds).
+
+    Episode ``i`` always gets ``split(key, N)[i]``, so the outcome does not depend on
+    ``batch_size``. ``progress(done, N, seconds)`` is called after every batch.
+
+    ``resume``: a ``.npz`` path. After every batch the finished episodes are written there
+    (atomically), and a later call with the same file, episodes, key, batch size and
+    ``fingerprint`` (the caller's description of everything else that decides the outcome:
+    model, planner settings) skips them, so a killed evaluation loses at most one batch.
+    A file written for anything else is ignored and overwritten. ``seconds`` counts this
+    call's batches only."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     fn = jax.jit(jax.vmap(episode_fn, in_axes=(None, 0, 0, 0, 0)))
     n = episodes.start.shape[0]
     keys = jax.random.split(key, n)
-    positions, plans = [], []
+    stamp = _resume_stamp(episodes, keys, batch_size, fingerprint)
+    positions, plans = _load_resume(resume, stamp) if resume is not None else ([], [])
     t0 = time.perf_counter()
-    for i in range(0, n, batch_size):
+    for i in range(len(positions) * batch_size, n, batch_size):
         sl = slice(i, i + batch_size)
         pos, pl = fn(params, episodes.start[sl], episodes.goal[sl], episodes.layout[sl],
                      keys[sl])
         positions.append(np.asarray(pos))
         plans.append(np.asarray(pl))
+        if resume is not None:
+            _save_resume(resume, stamp, positions, plans)
+        if progress is not None:
+            progress(min(i + batch_size, n), n, time.perf_counter() - t0)
     return np.concatenate(positions), np.concatenate(plans), time.perf_counter() - t0
+
+
+def _resume_stamp(episodes: Episodes, keys: jax.Array, batch_size: int,
+                  fingerprint: str) -> str:
+    """A digest of everything ``run_evaluation`` is given that decides its outcome."""
+    h = hashlib.sha256()
+    for a in (episodes.start, episodes.goal, episodes.layout, jax.random.key_data(keys)):
+        h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
+    h.update(f"{batch_size}|{fingerprint}".encode())
+    return h.hexdigest()
+
+
+def _load_resume(path: str | Path, stamp: str) -> tuple[list, list]:
+    """The finished batches stored at ``path`` for ``stamp``; none if absent or stale."""
+    path = Path(path)
+    if not path.exists():
+        return [], []
+    try:
+        with np.load(path) as f:
+            if str(f["stamp"]) != stamp:
+                return [], []
+            count = int(f["batches"])
+            return ([f[f"positions_{b}"] for b in range(count)],
+                    [f[f"plans_{b}"] for b in range(count)])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # corrupt: start afresh
+        return [], []
+
+
+def _save_resume(path: str | Path, stamp: str, positions: list, plans: list) -> None:
+    path = Path(path)
+    arrays = {f"positions_{b}": p for b, p in enumerate(positions)}
+    arrays.update({f"plans_{b}": p for b, p in enumerate(plans)})
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+        np.savez(f, stamp=np.asarray(stamp), batches=np.asarray(len(positions)), **arrays)
+    os.replace(tmp, path)
 
 
 __all__ = ["Episodes", "PlannerState", "make_episodes", "make_episode_fn",

@@ -62,12 +62,16 @@ def build_planner(exp: Experiment, config: ml_collections.ConfigDict, name: str,
 
 def evaluate_workdir(workdir: str | Path, planner_name: str, *, episodes: int | None = None,
                      seed: int | None = None, overrides=(), write: bool = True,
-                     plot: bool = True, critic_weight: float = 0.0) -> dict[str, Any]:
+                     plot: bool = True, critic_weight: float = 0.0,
+                     progress: bool = False) -> dict[str, Any]:
     """Runs the closed-loop evaluation; writes ``eval_<planner>.json`` (and ``.png``).
 
     ``critic_weight`` > 0 adds the critic trained in ``workdir/agent`` (``python -m
     jepa_jax.train_agent``) to the planner's cost as a terminal value; the file is then
-    ``eval_<planner>_critic.json``."""
+    ``eval_<planner>_critic.json``. ``progress`` prints a line after every batch of
+    ``planning.batch_size`` episodes. With ``write``, finished batches are kept in
+    ``eval_<planner>.partial.npz`` until the JSON is written, so that a killed evaluation
+    started again with the same settings resumes after its last finished batch."""
     workdir = Path(workdir)
     config, exp, params = load_trained(workdir, overrides)
     pc = config.planning
@@ -97,21 +101,40 @@ def evaluate_workdir(workdir: str | Path, planner_name: str, *, episodes: int | 
                       **dict(planner.config), critic_weight=critic_weight,
                       cost=planning_cost_config(config, planner_name, critic))
         timing = evaluation.time_plan_call(planner, params, env, episodes_)
-    # eval_seconds: wall time of all episodes, compilation of the episode function included.
+    stem = f"eval_{planner_name}" + ("_critic" if critic_weight > 0 else "")
+    partial = workdir / f"{stem}.partial.npz"
+    # What else decides the outcome: the model's checkpoint and every planning setting.
+    fingerprint = json.dumps({"checkpoint": _checkpoint_mtime(workdir), "budget": budget,
+                              "planning": pc.to_dict(), "model": config.model.to_dict()},
+                             sort_keys=True, default=str)
+    # eval_seconds: wall time of the episodes run by this call, compilation included.
     positions, plans, secs = evaluation.run_evaluation(
-        fn, params, episodes_, jax.random.key(1), batch_size=min(pc.batch_size, n))
+        fn, params, episodes_, jax.random.key(1), batch_size=min(pc.batch_size, n),
+        progress=_print_progress if progress else None,
+        resume=partial if write else None, fingerprint=fingerprint)
     result = evaluation.score(positions, episodes_, env)
     success = result.pop("success")
     result.update(timing)
     result.update(eval_seconds=secs, budget=budget, workdir=str(workdir),
                   uses_true_state="only to score the outcome after each episode")
     if write:
-        stem = f"eval_{planner_name}" + ("_critic" if critic_weight > 0 else "")
         (workdir / f"{stem}.json").write_text(json.dumps(result, indent=2))
+        partial.unlink(missing_ok=True)
         if plot:
             _plot(workdir / f"{stem}.png", exp, params, episodes_, positions,
                   plans, success, planner_name, result, config)
     return result
+
+
+def _checkpoint_mtime(workdir: Path) -> float:
+    """When the newest checkpoint was written (0 if none): a retrained model is another."""
+    ckpts = workdir / "checkpoints"
+    return max((p.stat().st_mtime for p in ckpts.iterdir()), default=0.0) if ckpts.is_dir() \
+        else 0.0
+
+
+def _print_progress(done: int, total: int, seconds: float) -> None:
+    print(f"  episodes {done}/{total} ({seconds:.0f} s)", flush=True)
 
 
 def _plot(path, exp, params, episodes_, positions, plans, success, name, result, config):

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -80,6 +81,58 @@ def test_straight_baseline_walks_straight():
     assert abs(pos[1, -1, 0] - 30.0) < 2.5
 
 
+def test_run_evaluation_resumes_after_a_kill(tmp_path):
+    env = windy_rooms.EnvParams(random_layout=False, wall_x=32.0, door_y=48.0)
+    eps = evaluation.make_episodes(jax.random.key(3), 5, env, margin=2.6)
+    run = evaluation.make_straight_episode_fn(env, 30)  # windy: the result depends on the key
+    key = jax.random.key(7)
+    full, _, _ = evaluation.run_evaluation(run, None, eps, key, batch_size=2)
+    other, _, _ = evaluation.run_evaluation(run, None, eps, jax.random.key(8), batch_size=2)
+    assert np.any(full != other)  # gusts blew: a wrong key per episode would show
+    # Episode i's key does not depend on the batching.
+    one, _, _ = evaluation.run_evaluation(run, None, eps, key, batch_size=5)
+    np.testing.assert_array_equal(full, one)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(done, total, seconds):
+        assert total == 5
+        raise Killed
+
+    partial = tmp_path / "eval.partial.npz"
+    with pytest.raises(Killed):
+        evaluation.run_evaluation(run, None, eps, key, batch_size=2, resume=partial,
+                                  progress=kill_after_first, fingerprint="a")
+    seen = []
+    resumed, _, _ = evaluation.run_evaluation(
+        run, None, eps, key, batch_size=2, resume=partial, fingerprint="a",
+        progress=lambda done, total, s: seen.append(done))
+    assert seen == [4, 5]  # the first batch was not run again
+    np.testing.assert_array_equal(resumed, full)
+
+    # Finished batches are reused as stored: a different episode function under the same
+    # fingerprint is not called for them (so callers must fingerprint what matters) ...
+    def stand_still(params, start, goal, layout, k):
+        return jnp.broadcast_to(start, (31, 2)), jnp.zeros((1, 1, 2))
+
+    reused, _, _ = evaluation.run_evaluation(stand_still, None, eps, key, batch_size=2,
+                                             resume=partial, fingerprint="a")
+    np.testing.assert_array_equal(reused, full)
+    # ... and another fingerprint, key or batch size, or a corrupt file, starts afresh.
+    for kwargs in (dict(fingerprint="b"), dict(batch_size=3)):
+        fresh, _, _ = evaluation.run_evaluation(stand_still, None, eps, key, resume=partial,
+                                                **{"batch_size": 2, "fingerprint": "a",
+                                                   **kwargs})
+        np.testing.assert_array_equal(fresh[:, -1], np.asarray(eps.start))
+    partial.write_bytes(b"not a zip file")
+    fresh, _, _ = evaluation.run_evaluation(run, None, eps, key, batch_size=2, resume=partial,
+                                            fingerprint="a")
+    np.testing.assert_array_equal(fresh, full)
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluation.run_evaluation(run, None, eps, key, batch_size=0)
+
+
 def test_evaluate_workdir_writes_json_with_budget(tiny_workdir):
     result = evaluate_workdir(tiny_workdir, "gradient", episodes=3)
     saved = json.loads((tiny_workdir / "eval_gradient.json").read_text())
@@ -91,6 +144,7 @@ def test_evaluate_workdir_writes_json_with_budget(tiny_workdir):
     for key in ("horizon", "num_restarts", "num_iters", "replan_every", "env_steps"):
         assert key in budget, key
     assert (tiny_workdir / "eval_gradient.png").exists()
+    assert not (tiny_workdir / "eval_gradient.partial.npz").exists()  # removed when done
     assert 0.0 <= result["success_rate"] <= 1.0
 
 
