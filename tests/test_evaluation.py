@@ -148,6 +148,38 @@ def test_evaluate_workdir_writes_json_with_budget(tiny_workdir):
     assert 0.0 <= result["success_rate"] <= 1.0
 
 
+def test_evaluate_cli_prints_progress_and_resumes_only_the_same_settings(
+        tiny_workdir, capsys, monkeypatch):
+    from jepa_jax import evaluate, planning_eval
+
+    assert evaluate.main(["--workdir", str(tiny_workdir), "--planner", "straight",
+                          "--episodes", "3", "--config.planning.batch_size=2"]) == 0
+    out = capsys.readouterr().out
+    assert "episodes 2/3" in out and "episodes 3/3" in out and "success_rate=" in out
+
+    class Killed(Exception):
+        pass
+
+    def kill(done, total, seconds):
+        raise Killed
+
+    args = dict(episodes=2, plot=False)
+    fast = ["--config.planning.batch_size=1", "--config.planning.gradient.num_iters=1"]
+    monkeypatch.setattr(planning_eval, "_print_progress", kill)
+    with pytest.raises(Killed):  # killed after its first episode
+        evaluate_workdir(tiny_workdir, "gradient", overrides=fast, progress=True, **args)
+    partial = tiny_workdir / "eval_gradient.partial.npz"
+    assert partial.exists()
+    # Other planner settings: the stored episode is not reused.
+    other = fast[:1] + ["--config.planning.gradient.num_iters=2"]
+    resumed = evaluate_workdir(tiny_workdir, "gradient", overrides=other, **args)
+    fresh = evaluate_workdir(tiny_workdir, "gradient", overrides=other, write=False, **args)
+    stale = evaluate_workdir(tiny_workdir, "gradient", overrides=fast, write=False, **args)
+    assert stale["mean_final_distance_px"] != fresh["mean_final_distance_px"]  # can tell
+    assert resumed["mean_final_distance_px"] == fresh["mean_final_distance_px"]
+    assert not partial.exists()
+
+
 @pytest.mark.parametrize("name", ["cem", "mppi", "straight"])
 def test_other_planners_run(tiny_workdir, name):
     result = evaluate_workdir(tiny_workdir, name, episodes=2, plot=False)
