@@ -103,10 +103,11 @@ def evaluate_workdir(workdir: str | Path, planner_name: str, *, episodes: int | 
         timing = evaluation.time_plan_call(planner, params, env, episodes_)
     stem = f"eval_{planner_name}" + ("_critic" if critic_weight > 0 else "")
     partial = workdir / f"{stem}.partial.npz"
-    # What else decides the outcome: the model's checkpoint and every planning setting.
-    fingerprint = json.dumps({"checkpoint": _checkpoint_mtime(workdir), "budget": budget,
-                              "planning": pc.to_dict(), "model": config.model.to_dict()},
-                             sort_keys=True, default=str)
+    # What else decides the outcome: the model's checkpoint, the critic, every setting.
+    fingerprint = json.dumps({"checkpoint": _newest_mtime(workdir / "checkpoints"),
+                              "critic": _newest_mtime(workdir / "agent") if critic_weight > 0
+                              else None, "budget": budget, "planning": pc.to_dict(),
+                              "model": config.model.to_dict()}, sort_keys=True, default=str)
     # eval_seconds: wall time of the episodes run by this call, compilation included.
     positions, plans, secs = evaluation.run_evaluation(
         fn, params, episodes_, jax.random.key(1), batch_size=min(pc.batch_size, n),
@@ -126,11 +127,12 @@ def evaluate_workdir(workdir: str | Path, planner_name: str, *, episodes: int | 
     return result
 
 
-def _checkpoint_mtime(workdir: Path) -> float:
-    """When the newest checkpoint was written (0 if none): a retrained model is another."""
-    ckpts = workdir / "checkpoints"
-    return max((p.stat().st_mtime for p in ckpts.iterdir()), default=0.0) if ckpts.is_dir() \
-        else 0.0
+def _newest_mtime(directory: Path) -> float:
+    """When the newest entry of ``directory`` was written (0 if none): a retrained model or
+    critic is another one."""
+    if not directory.is_dir():
+        return 0.0
+    return max((p.stat().st_mtime for p in directory.iterdir()), default=0.0)
 
 
 def _print_progress(done: int, total: int, seconds: float) -> None:
