@@ -98,7 +98,7 @@ def _maze(args, overrides) -> int:
         return 1
     try:
         r = evaluate_workdir(args.workdir, args.planner, episodes=args.episodes,
-                             seed=args.seed, overrides=overrides)
+                             seed=args.seed, overrides=overrides, progress=True)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -241,6 +241,20 @@ def run_evaluation(episode_fn, params: Any, episodes: Episodes, key: jax.Array,
     return np.concatenate(positions), np.concatenate(plans), time.perf_counter() - t0
 
 
+def print_progress(done: int, total: int, seconds: float) -> None:
+    """A ``progress`` callback for ``run_evaluation`` that prints one line per batch."""
+    print(f"  episodes {done}/{total} ({seconds:.0f} s)", flush=True)
+
+
+def newest_mtime(path: str | Path) -> float:
+    """When ``path`` (a file, or the newest entry of a directory) was written; 0 if absent.
+    Part of a resume fingerprint: a retrained model or critic is another one."""
+    path = Path(path)
+    if path.is_dir():
+        return max((p.stat().st_mtime for p in path.iterdir()), default=0.0)
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
 def _resume_stamp(episodes: Episodes, keys: jax.Array, batch_size: int,
                   fingerprint: str) -> str:
     """A digest of everything ``run_evaluation`` is given that decides its outcome."""
@@ -278,4 +292,5 @@ def _save_resume(path: str | Path, stamp: str, positions: list, plans: list) -> 
 
 
 __all__ = ["Episodes", "PlannerState", "make_episodes", "make_episode_fn",
-           "make_straight_episode_fn", "run_evaluation", "score", "time_plan_call"]
+           "make_straight_episode_fn", "newest_mtime", "print_progress", "run_evaluation",
+           "score", "time_plan_call"]

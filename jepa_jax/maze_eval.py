@@ -27,7 +27,7 @@ import numpy as np
 from jepa_jax import cost as cost_lib
 from jepa_jax import evaluation, hierarchy
 from jepa_jax.envs import mazes
-from jepa_jax.hjepa_training import load_trained, position_probe
+from jepa_jax.hjepa_training import PARAMS_FILE, load_trained, position_probe
 from jepa_jax.planning import make_planner
 from jepa_jax.planning.hierarchical import make_hierarchical_planner
 from jepa_jax.planning.hierarchical_grid import make_grid_hierarchical_planner
@@ -139,8 +139,9 @@ def score(positions: np.ndarray, episodes, radius: float) -> dict[str, Any]:
 
 def evaluate_workdir(workdir, planner_name: str, *, episodes: int | None = None,
                      seed: int | None = None, overrides=(), write: bool = True,
-                     plot: bool = True) -> dict[str, Any]:
-    """Runs the evaluation; writes ``eval_<planner>.json`` (and ``.png``)."""
+                     plot: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Runs the evaluation; writes ``eval_<planner>.json`` (and ``.png``). ``progress`` and
+    the resume file ``eval_<planner>.partial.npz``: as ``planning_eval.evaluate_workdir``."""
     workdir = Path(workdir)
     config, env, wm, l2, params = load_trained(workdir, overrides)
     pc = config.planning
@@ -158,8 +159,14 @@ def evaluate_workdir(workdir, planner_name: str, *, episodes: int | None = None,
     fn = make_episode_fn(planner, env, pc.env_steps, pc.replan_every)
     timing = time_plan_call(planner, pparams, env, eps)
     timing["ms_per_action"] = timing["ms_per_plan"] / pc.replan_every
+    partial = workdir / f"eval_{planner_name}.partial.npz"
+    fingerprint = json.dumps({"params": evaluation.newest_mtime(workdir / PARAMS_FILE),
+                              "planning": pc.to_dict(), "planner": dict(planner.config),
+                              "episodes": n, "seed": seed}, sort_keys=True, default=str)
     positions, extra, secs = evaluation.run_evaluation(
-        fn, pparams, eps, jax.random.key(1), batch_size=min(pc.batch_size, n))
+        fn, pparams, eps, jax.random.key(1), batch_size=min(pc.batch_size, n),
+        progress=evaluation.print_progress if progress else None,
+        resume=partial if write else None, fingerprint=fingerprint)
     result = score(positions, eps, pc.success_radius)
     success = result.pop("success")
     goal_dist = [float(mazes.cell_distances(eps.layout[i], mazes.cell_of(eps.goal[i], env),
@@ -178,6 +185,7 @@ def evaluate_workdir(workdir, planner_name: str, *, episodes: int | None = None,
                   workdir=str(workdir), uses_true_state="only to score each episode")
     if write:
         (workdir / f"eval_{planner_name}.json").write_text(json.dumps(result, indent=2))
+        partial.unlink(missing_ok=True)
         if plot:
             plot_episodes(workdir / f"eval_{planner_name}.png", config, env, wm, l2, params,
                           eps, positions, extra, success, planner_name, result)

@@ -104,14 +104,15 @@ def evaluate_workdir(workdir: str | Path, planner_name: str, *, episodes: int | 
     stem = f"eval_{planner_name}" + ("_critic" if critic_weight > 0 else "")
     partial = workdir / f"{stem}.partial.npz"
     # What else decides the outcome: the model's checkpoint, the critic, every setting.
-    fingerprint = json.dumps({"checkpoint": _newest_mtime(workdir / "checkpoints"),
-                              "critic": _newest_mtime(workdir / "agent") if critic_weight > 0
-                              else None, "budget": budget, "planning": pc.to_dict(),
-                              "model": config.model.to_dict()}, sort_keys=True, default=str)
+    critic_mtime = evaluation.newest_mtime(workdir / "agent") if critic_weight > 0 else None
+    fingerprint = json.dumps({"checkpoint": evaluation.newest_mtime(workdir / "checkpoints"),
+                              "critic": critic_mtime, "budget": budget,
+                              "planning": pc.to_dict(), "model": config.model.to_dict()},
+                             sort_keys=True, default=str)
     # eval_seconds: wall time of the episodes run by this call, compilation included.
     positions, plans, secs = evaluation.run_evaluation(
         fn, params, episodes_, jax.random.key(1), batch_size=min(pc.batch_size, n),
-        progress=_print_progress if progress else None,
+        progress=evaluation.print_progress if progress else None,
         resume=partial if write else None, fingerprint=fingerprint)
     result = evaluation.score(positions, episodes_, env)
     success = result.pop("success")
@@ -125,18 +126,6 @@ def evaluate_workdir(workdir: str | Path, planner_name: str, *, episodes: int | 
             _plot(workdir / f"{stem}.png", exp, params, episodes_, positions,
                   plans, success, planner_name, result, config)
     return result
-
-
-def _newest_mtime(directory: Path) -> float:
-    """When the newest entry of ``directory`` was written (0 if none): a retrained model or
-    critic is another one."""
-    if not directory.is_dir():
-        return 0.0
-    return max((p.stat().st_mtime for p in directory.iterdir()), default=0.0)
-
-
-def _print_progress(done: int, total: int, seconds: float) -> None:
-    print(f"  episodes {done}/{total} ({seconds:.0f} s)", flush=True)
 
 
 def _plot(path, exp, params, episodes_, positions, plans, success, name, result, config):

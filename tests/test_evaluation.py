@@ -150,7 +150,7 @@ def test_evaluate_workdir_writes_json_with_budget(tiny_workdir):
 
 def test_evaluate_cli_prints_progress_and_resumes_only_the_same_settings(
         tiny_workdir, capsys, monkeypatch):
-    from jepa_jax import evaluate, planning_eval
+    from jepa_jax import evaluate
 
     assert evaluate.main(["--workdir", str(tiny_workdir), "--planner", "straight",
                           "--episodes", "3", "--config.planning.batch_size=2"]) == 0
@@ -165,7 +165,7 @@ def test_evaluate_cli_prints_progress_and_resumes_only_the_same_settings(
 
     args = dict(episodes=2, plot=False)
     fast = ["--config.planning.batch_size=1", "--config.planning.gradient.num_iters=1"]
-    monkeypatch.setattr(planning_eval, "_print_progress", kill)
+    monkeypatch.setattr(evaluation, "print_progress", kill)
     with pytest.raises(Killed):  # killed after its first episode
         evaluate_workdir(tiny_workdir, "gradient", overrides=fast, progress=True, **args)
     partial = tiny_workdir / "eval_gradient.partial.npz"

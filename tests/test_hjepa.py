@@ -259,6 +259,8 @@ def test_tiny_end_to_end(tiny_workdir, capsys):
         assert evaluate.main(["--workdir", str(tiny_workdir), "--planner", name]) == 0
         out = capsys.readouterr().out
         assert f"{name} (heldout layouts): success_rate=" in out
+        assert "episodes 2/2" in out  # progress after the batch
+        assert not (tiny_workdir / f"eval_{name}.partial.npz").exists()  # removed when done
         result = json.loads((tiny_workdir / f"eval_{name}.json").read_text())
         assert result["num_episodes"] == 2 and result["ms_per_action"] > 0
         assert (tiny_workdir / f"eval_{name}.png").exists()
