@@ -212,7 +212,7 @@ def run_evaluation(episode_fn, params: Any, episodes: Episodes, key: jax.Array,
     Episode ``i`` always gets ``split(key, N)[i]`` whatever ``batch_size``; batching can
     still change an outcome through floating-point rounding, which closed-loop planning
     can amplify (one episode of 100 on Windy Two-Rooms). ``progress(done, N, seconds)`` is
-    called after every batch.
+    called after every batch (and once before the first, with the episodes resumed).
 
     ``resume``: a ``.npz`` path. After every batch the finished episodes are written there
     (atomically), and a later call with the same file, episodes, key, batch size and
@@ -227,6 +227,8 @@ def run_evaluation(episode_fn, params: Any, episodes: Episodes, key: jax.Array,
     keys = jax.random.split(key, n)
     stamp = _resume_stamp(episodes, keys, batch_size, fingerprint)
     positions, plans = _load_resume(resume, stamp) if resume is not None else ([], [])
+    if positions and progress is not None:  # say where a resumed evaluation starts
+        progress(min(len(positions) * batch_size, n), n, 0.0)
     t0 = time.perf_counter()
     for i in range(len(positions) * batch_size, n, batch_size):
         sl = slice(i, i + batch_size)

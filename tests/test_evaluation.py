@@ -107,8 +107,10 @@ def test_run_evaluation_resumes_after_a_kill(tmp_path):
     seen = []
     resumed, _, _ = evaluation.run_evaluation(
         run, None, eps, key, batch_size=2, resume=partial, fingerprint="a",
-        progress=lambda done, total, s: seen.append(done))
-    assert seen == [4, 5]  # the first batch was not run again
+        progress=lambda done, total, s: seen.append((done, s)))
+    # Resumed after 2 episodes (reported before any work), then only batches 2 and 3 ran.
+    assert [d for d, _ in seen] == [2, 4, 5] and seen[0][1] == 0.0
+    assert all(s > 0 for _, s in seen[1:])
     np.testing.assert_array_equal(resumed, full)
 
     # Finished batches are reused as stored: a different episode function under the same
