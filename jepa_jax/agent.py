@@ -727,9 +727,10 @@ def make_batch_episode_fn(agent: Agent, env: two_rooms.EnvParams, env_steps: int
 def run_episodes(agent: Agent, params: Any, env: two_rooms.EnvParams, env_steps: int,
                  start: jax.Array, goal: jax.Array, layout: jax.Array,
                  task: TaskParams | None, key: jax.Array, batch_size: int = 100,
-                 keep_states: bool = False):
+                 keep_states: bool = False, progress=None):
     """Runs N episodes in jitted batches. Returns ``(positions (N, T+1, 2), infos (N, T),
-    final states or None, seconds)`` as NumPy (states stay JAX arrays)."""
+    final states or None, seconds)`` as NumPy (states stay JAX arrays).
+    ``progress(done, N, seconds)``, if given, is called after every batch."""
     n = start.shape[0]
     task = task if task is not None else empty_task_params((n,))
     fn = jax.jit(make_batch_episode_fn(agent, env, env_steps))
@@ -744,6 +745,8 @@ def run_episodes(agent: Agent, params: Any, env: two_rooms.EnvParams, env_steps:
         infos_all.append(jax.tree.map(np.asarray, infos))
         if keep_states:
             states_all.append(states)
+        if progress is not None:
+            progress(min(i + batch_size, n), n, time.perf_counter() - t0)
     secs = time.perf_counter() - t0
     infos = jax.tree.map(lambda *x: np.concatenate(x, 0), *infos_all)
     states = (jax.tree.map(lambda *x: jnp.concatenate(x, 0), *states_all) if keep_states

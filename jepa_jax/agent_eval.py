@@ -93,16 +93,18 @@ def score_task(name: str, positions: np.ndarray, episodes: evaluation.Episodes,
 
 
 def run_task(config, exp, wm_params, mods: agent_training.AgentModules, name: str,
-             episodes: int, seed: int, timing: bool = True, **overrides: Any
+             episodes: int, seed: int, timing: bool = True, progress=None, **overrides: Any
              ) -> dict[str, Any]:
     """Builds the agent for task family ``name`` (configurator ``overrides``), runs
     ``episodes`` problems from ``seed`` and scores them; with ``timing``, also the ms per
-    action of one unbatched episode (see ``time_task``)."""
+    action of one unbatched episode (see ``time_task``). ``progress``: as in
+    ``agent.run_episodes``."""
     agent, key, eps, task = _task_setup(config, exp, mods, name, episodes, seed, overrides)
     params = mods.params(wm_params)
     positions, infos, _, secs = agent_lib.run_episodes(
         agent, params, exp.env, config.planning.env_steps, eps.start, eps.goal, eps.layout,
-        task, jax.random.fold_in(key, 1), batch_size=config.planning.batch_size)
+        task, jax.random.fold_in(key, 1), batch_size=config.planning.batch_size,
+        progress=progress)
     result = score_task(name, positions, eps, task)
     result.update(
         task=name, mode=agent.config.mode, mode2_share=float(np.mean(infos["mode2"])),
@@ -141,10 +143,10 @@ def _time_first_episode(agent, params, config, env, eps, task) -> dict[str, floa
 
 
 def evaluate_agent(workdir: str | Path, task: str = "reach", *, episodes: int | None = None,
-                   seed: int | None = None, overrides=(), write: bool = True
-                   ) -> dict[str, Any]:
+                   seed: int | None = None, overrides=(), write: bool = True,
+                   progress: bool = False) -> dict[str, Any]:
     """Evaluates the agent trained in ``workdir/agent``; writes ``eval_agent.json`` (task
-    ``reach``) or ``eval_agent_<task>.json``."""
+    ``reach``) or ``eval_agent_<task>.json``. ``progress`` prints a line per batch."""
     _check_task(task)
     config, exp, wm_params = agent_training.load_context(workdir, overrides)
     n = episodes if episodes is not None else config.planning.episodes
@@ -156,7 +158,8 @@ def evaluate_agent(workdir: str | Path, task: str = "reach", *, episodes: int | 
         need.append("critic")
     mods = agent_training.load_modules(workdir, exp.wm.latent_dim, need=need)
     result = run_task(config, exp, wm_params, mods, task, n,
-                      config.planning.seed if seed is None else seed)
+                      config.planning.seed if seed is None else seed,
+                      progress=evaluation.print_progress if progress else None)
     success = result.pop("success")
     result.update(workdir=str(workdir), env_steps=config.planning.env_steps,
                   uses_true_state="only to score the outcome after each episode",

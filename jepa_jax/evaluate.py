@@ -114,7 +114,7 @@ def _agent(args, overrides) -> int:
 
     try:
         r = evaluate_agent(args.workdir, args.task, episodes=args.episodes, seed=args.seed,
-                           overrides=overrides)
+                           overrides=overrides, progress=True)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

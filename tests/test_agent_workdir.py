@@ -49,7 +49,8 @@ def test_evaluate_agent_cli_writes_json(workdir, capsys):
                 "configuration"):
         assert key in saved, key
     assert saved["num_episodes"] == 2
-    assert "mode2_share=" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mode2_share=" in out and "episodes 2/2" in out  # progress after the batch
     assert evaluate.main(["--workdir", str(workdir), "--planner", "agent", "--episodes", "2",
                           "--task", "avoid", "--config.agent.configurator.mode=mode2"]) == 0
     saved = json.loads((workdir / "eval_agent_avoid.json").read_text())
