@@ -160,9 +160,10 @@ def evaluate_workdir(workdir, planner_name: str, *, episodes: int | None = None,
     timing = time_plan_call(planner, pparams, env, eps)
     timing["ms_per_action"] = timing["ms_per_plan"] / pc.replan_every
     partial = workdir / f"eval_{planner_name}.partial.npz"
+    # The episodes and keys are in run_evaluation's own stamp; this adds model and settings.
     fingerprint = json.dumps({"params": evaluation.newest_mtime(workdir / PARAMS_FILE),
-                              "planning": pc.to_dict(), "planner": dict(planner.config),
-                              "episodes": n, "seed": seed}, sort_keys=True, default=str)
+                              "planning": pc.to_dict(), "planner": dict(planner.config)},
+                             sort_keys=True, default=str)
     positions, extra, secs = evaluation.run_evaluation(
         fn, pparams, eps, jax.random.key(1), batch_size=min(pc.batch_size, n),
         progress=evaluation.print_progress if progress else None,
