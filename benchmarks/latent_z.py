@@ -1,11 +1,14 @@
 """Latent variable z on Windy Two-Rooms: does z model the world's randomness, and does planning
 that samples it do better than planning with a deterministic model?
 
-    python benchmarks/latent_z.py [--workdir-z runs/windy_z] [--workdir-det runs/windy_det]
-                                  [--episodes 100] [--plans det,z_select]
+    python benchmarks/latent_z.py [--world bridge|two_doors] [--workdir-z runs/windy_z]
+                                  [--workdir-det runs/windy_det] [--episodes 100]
+                                  [--plans det,z_select] [--batch-size 20]
 
 Trains (or resumes, or reuses) two models on the same data with the same schedule:
-``experiments/stochastic_rooms.py`` (z_dim 2) and its ``deterministic`` preset (z_dim 0).
+``experiments/stochastic_rooms.py`` (z_dim 2) and its ``deterministic`` preset (z_dim 0),
+or, with ``--world two_doors``, its ``two_doors`` and ``two_doors_deterministic`` presets
+(a calm door beside the bridge, and a stronger wind).
 Then measures, on held-out Windy Two-Rooms data and in closed loop:
 
 (a) prediction: one-step and 8-step position error (through a linear probe fitted on each
@@ -17,7 +20,12 @@ Then measures, on held-out Windy Two-Rooms data and in closed loop:
     gradient planner on each model, and how many episodes ended in a pit;
 plus a PNG of sampled futures from one state (true world, z model, deterministic model).
 
-Writes ``benchmarks/results/latent_z.json`` and ``benchmarks/results/latent_z.png``.
+The planning evaluations print a line per batch of ``--batch-size`` episodes and, killed,
+resume from the workdir's ``eval_gradient.partial.npz`` (``python -m jepa_jax.evaluate``'s
+file, which they share; they also write its ``eval_gradient.json``).
+
+Writes ``benchmarks/results/latent_z.json`` and ``latent_z.png`` (``--world two_doors``:
+``latent_z_two_doors.json`` and ``latent_z_two_doors.png``).
 """
 
 from __future__ import annotations
@@ -34,6 +42,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "stochastic_rooms.py"
 RESULTS = ROOT / "benchmarks" / "results"
+# --world: (z preset, deterministic preset, results file stem)
+WORLDS = {"bridge": ("default", "deterministic", "latent_z"),
+          "two_doors": ("two_doors", "two_doors_deterministic", "latent_z_two_doors")}
 
 # Planner variants: (workdir key, overrides). "det" and "z_select" are the comparison of
 # issue #4: the same search (8 restarts and 16 detour variants of the plan, see
@@ -372,13 +383,25 @@ def sampled_futures_png(path, exp_z, params_z, exp_d, params_d, num=48, steps=10
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world", default="bridge", choices=sorted(WORLDS),
+                        help="bridge: the experiment's default world; two_doors: with a calm "
+                             "door beside the bridge")
     parser.add_argument("--workdir-z", default="runs/windy_z")
     parser.add_argument("--workdir-det", default="runs/windy_det")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--plans", default="det,z_select",
                         help=f"comma-separated planner variants of {sorted(PLANS)}")
+    parser.add_argument("--batch-size", type=int, default=0,
+                        help="episodes per jitted batch (progress and resume points); "
+                             "0: the config's planning.batch_size")
     parser.add_argument("--skip-prediction", action="store_true")
     args = parser.parse_args()
+    if args.batch_size < 0:
+        parser.error(f"--batch-size must be >= 0, got {args.batch_size}")
+    unknown = [p for p in args.plans.split(",") if p and p not in PLANS]
+    if unknown:
+        parser.error(f"unknown plans {unknown}; expected some of {sorted(PLANS)}")
+    z_preset, det_preset, stem = WORLDS[args.world]
     sys.path.insert(0, str(ROOT))
     from jepa_jax import runtime
 
@@ -388,11 +411,11 @@ def main() -> int:
     from jepa_jax.planning_eval import evaluate_workdir
     from jepa_jax.training.loop import load_trained
 
-    out_json = RESULTS / "latent_z.json"
+    out_json = RESULTS / f"{stem}.json"
     result = json.loads(out_json.read_text()) if out_json.exists() else {}
     workdirs = {"z": Path(args.workdir_z), "det": Path(args.workdir_det)}
-    result.setdefault("training", {}).update(z=train("default", workdirs["z"]),
-                                             det=train("deterministic", workdirs["det"]))
+    result.setdefault("training", {}).update(z=train(z_preset, workdirs["z"]),
+                                             det=train(det_preset, workdirs["det"]))
     for key, w in workdirs.items():
         result["training"][key]["final_metrics"] = json.loads(
             (w / "final_metrics.json").read_text())
@@ -402,7 +425,7 @@ def main() -> int:
         t0 = time.perf_counter()
         result["prediction"], _ = prediction_metrics(exp_z, params_z, exp_d, params_d)
         result["prediction"]["seconds"] = time.perf_counter() - t0
-        result["futures_png"] = sampled_futures_png(RESULTS / "latent_z.png", exp_z, params_z,
+        result["futures_png"] = sampled_futures_png(RESULTS / f"{stem}.png", exp_z, params_z,
                                                     exp_d, params_d)
         # Share of sampled futures that leave a pit (true world: none).
         result["pit_futures"] = {"z": pit_futures(exp_z, params_z),
@@ -413,11 +436,14 @@ def main() -> int:
     planning = result.setdefault("planning", {})
     for name in [p for p in args.plans.split(",") if p]:
         key, overrides = PLANS[name]
+        batch = [f"--config.planning.batch_size={args.batch_size}"] if args.batch_size else []
+        print(f"{name}: {args.episodes} episodes", flush=True)
         r = evaluate_workdir(workdirs[key], "gradient", episodes=args.episodes,
-                             overrides=overrides, write=False)
+                             overrides=overrides + batch, progress=True, plot=False)
         planning[name] = {k: r[k] for k in ("success_rate", "goal_room_rate", "pit_rate",
                                             "pit_from_bridge_rate", "pit_walked_in_rate",
-                                            "stalled_rate", "mean_final_distance_px",
+                                            "stalled_rate", "bridge_rate",
+                                            "mean_final_distance_px",
                                             "ms_per_plan", "eval_seconds", "num_episodes")
                           if k in r}
         planning[name]["budget"] = {k: r["budget"].get(k) for k in (
@@ -426,10 +452,11 @@ def main() -> int:
             "env_steps")}
         planning[name]["command"] = (f"python -m jepa_jax.evaluate --workdir {workdirs[key]} "
                                      f"--planner gradient --episodes {args.episodes} "
-                                     + " ".join(overrides)).strip()
+                                     + " ".join(overrides + batch)).strip()
         print(f"{name:>16}: success {r['success_rate']:.0%}, pit {r.get('pit_rate', 0):.0%} "
               f"(from the bridge {r.get('pit_from_bridge_rate', 0):.0%}), stalled "
-              f"{r.get('stalled_rate', 0):.0%}, goal room {r['goal_room_rate']:.0%}, "
+              f"{r.get('stalled_rate', 0):.0%}, on the bridge {r.get('bridge_rate', 0):.0%}, "
+              f"goal room {r['goal_room_rate']:.0%}, "
               f"{r['ms_per_plan']:.0f} ms/plan", flush=True)
         _save(out_json, result)
     for name in [p for p in args.plans.split(",") if p.startswith("z")]:

@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
           f"mean_final_distance_px={result['mean_final_distance_px']:.2f} "
           f"ms_per_plan={result.get('ms_per_plan', float('nan')):.1f} "
           f"wall_s={result['eval_seconds']:.1f}")
+    if "pit_rate" in result:  # Windy Two-Rooms: how the failures ended
+        print("  " + " ".join(f"{k}={result[k]:.3f}" for k in (
+            "pit_rate", "pit_from_bridge_rate", "pit_walked_in_rate", "stalled_rate",
+            "bridge_rate")))
     return 0
 
 

@@ -138,8 +138,9 @@ def score(positions: np.ndarray, episodes: Episodes, env: Any = None) -> dict[st
     a pit, split by how the agent got there: ``pit_from_bridge_rate`` (it stood on the
     bridge the step before, so a gust or its own move threw it off) and
     ``pit_walked_in_rate`` (it walked in from a room: the pits are visible, so that is the
-    model's or the planner's error, not bad luck); and ``stalled_rate``, the episodes that
-    ended in neither a pit nor success in the start room."""
+    model's or the planner's error, not bad luck); ``stalled_rate``, the episodes that
+    ended in neither a pit nor success in the start room; and ``bridge_rate``, the episodes
+    that set foot on the bridge (with a calm door, the ones that took the windy way)."""
     goal = np.asarray(episodes.goal)[:, None]
     sq = np.mean((positions - goal) ** 2, axis=-1)  # (N, T+1): mean over x and y
     success = (sq < SUCCESS_THRESHOLD_PX2).any(axis=1)
@@ -172,6 +173,7 @@ def score(positions: np.ndarray, episodes: Episodes, env: Any = None) -> dict[st
         out["pit_from_bridge_rate"] = float(from_bridge.mean())
         out["pit_walked_in_rate"] = float((fell & ~from_bridge).mean())
         out["stalled_rate"] = float((~success & ~fell & (goal_room != final_room)).mean())
+        out["bridge_rate"] = float(bridge.any(axis=1).mean())
     return out
 
 

@@ -67,6 +67,7 @@ def test_score_classifies_windy_failures_by_hand():
     assert result["pit_rate"] == 0.5
     assert result["pit_from_bridge_rate"] == 0.25 and result["pit_walked_in_rate"] == 0.25
     assert result["stalled_rate"] == 0.25
+    assert result["bridge_rate"] == 0.25  # only the first stood on it: (30, 38)
 
 
 def test_straight_baseline_walks_straight():

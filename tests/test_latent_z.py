@@ -29,10 +29,10 @@ def tiny(*overrides):
 # ------------------------------------------------------------------------ Windy Two-Rooms
 
 
-def _step_many(pos, action, n=4000, params=P):
+def _step_many(pos, action, n=4000, params=P, door_y=48.0):
     keys = jax.random.split(jax.random.key(0), n)
     f = jax.jit(jax.vmap(lambda k: windy_rooms.transition(
-        jnp.asarray(pos, jnp.float32), jnp.asarray(action, jnp.float32), 32.0, 48.0, params,
+        jnp.asarray(pos, jnp.float32), jnp.asarray(action, jnp.float32), 32.0, door_y, params,
         k)))
     return np.asarray(f(keys))
 
@@ -101,6 +101,36 @@ class TestWindyRooms:
         nxt = _step_many([27.0, 38.0], [1.0, 0.0], params=env)
         fell = np.asarray(windy_rooms.in_pit(jnp.asarray(nxt), 32.0, env))
         assert abs(fell.mean() - env.gust_prob) < 0.02
+
+    def test_two_doors_variant(self):
+        # The two_doors presets: a calm door at y = 52 +- 4 beside the bridge (32 +- 8),
+        # gusts of 6 px with probability 0.3 each; the z and deterministic presets share the
+        # world and the data.
+        z_cfg = configs.load_config(CONFIG + ":two_doors")
+        det_cfg = configs.load_config(CONFIG + ":two_doors_deterministic")
+        assert z_cfg.env.to_dict() == det_cfg.env.to_dict()
+        assert z_cfg.data.to_dict() == det_cfg.data.to_dict()
+        assert (z_cfg.model.z_dim, det_cfg.model.z_dim) == (2, 0)
+        assert z_cfg.model.prior_sees_action
+        env = loop.env_params_from_config(z_cfg.env)
+        windy_rooms.validate_params(env)
+        door_y = 52.0
+        np.testing.assert_array_equal(windy_rooms.door_centres(door_y, env), [52.0, 32.0])
+        walls = np.asarray(windy_rooms.render_walls(32.0, door_y, env))  # [y, x]
+        assert walls[52, 32] == 0.0 and walls[32, 32] == 0.0  # both doors open
+        assert walls[47, 32] == 1.0 and walls[57, 32] == 1.0  # wall around the calm door
+        assert walls[42, 28] == 0.5 and walls[22, 36] == 0.5  # pits above and below the bridge
+        # Through the calm door: no wind, one outcome.
+        np.testing.assert_allclose(
+            _step_many([30.0, 52.0], [2.4, 0.0], n=50, params=env, door_y=door_y),
+            [[32.4, 52.0]] * 50, rtol=1e-6)
+        # On the bridge: y + {-6, 0, +6} with probabilities .3/.4/.3.
+        nxt = _step_many([28.0, 32.0], [1.0, 0.0], params=env, door_y=door_y)
+        dy = np.round(nxt[:, 1] - 32.0, 4)
+        for v, p in ((-6.0, 0.3), (0.0, 0.4), (6.0, 0.3)):
+            assert abs(np.mean(dy == v) - p) < 0.03, (v, np.mean(dy == v))
+        with pytest.raises(ValueError, match="unknown preset 'two_door'"):
+            configs.load_config(CONFIG + ":two_door")
 
     def test_validation_and_env_by_name(self):
         with pytest.raises(ValueError, match="overlaps the windy door"):
