@@ -25,7 +25,8 @@ resume from the workdir's ``eval_gradient.partial.npz`` (``python -m jepa_jax.ev
 file, which they share; they also write its ``eval_gradient.json``).
 
 Writes ``benchmarks/results/latent_z.json`` and ``latent_z.png`` (``--world two_doors``:
-``latent_z_two_doors.json`` and ``latent_z_two_doors.png``).
+``latent_z_two_doors.json`` and ``latent_z_two_doors.png``; ``--seed N``: ``_seedN``
+added to the stem).
 """
 
 from __future__ import annotations
@@ -95,19 +96,27 @@ PLANS = {
 }
 
 
-def train(preset: str, workdir: Path) -> dict:
-    """Trains (or resumes) ``preset`` in ``workdir``; returns timing (from this call, or
-    the one stored by the call that trained it)."""
+def train(preset: str, workdir: Path, seed: int | None = None) -> dict:
+    """Trains (or resumes) ``preset`` (with ``config.seed = seed`` unless None) in
+    ``workdir``; returns timing (from this call, or the one stored by the call that trained
+    it). A workdir that holds another preset or seed is refused."""
     from jepa_jax import configs
     from jepa_jax.training import loop
 
+    overrides = [] if seed is None else [f"--config.seed={seed}"]
+    config = configs.load_config(f"{CONFIG}:{preset}", overrides)
+    stored = workdir / "config.json"
+    if stored.exists():
+        old = json.loads(stored.read_text())
+        if (old.get("preset"), old.get("seed")) != (config.preset, config.seed):
+            raise SystemExit(f"error: {workdir} holds preset {old.get('preset')!r} seed "
+                             f"{old.get('seed')}, not {config.preset!r} seed {config.seed}")
     timing_file = workdir / "bench_timing.json"
     if (workdir / "final_metrics.json").exists():  # trained already: no new timing
         if timing_file.exists():
             return json.loads(timing_file.read_text())
         return {"train_seconds": None, "preset": preset,
                 "note": "trained before this script ran (no timing recorded)"}
-    config = configs.load_config(f"{CONFIG}:{preset}")
     t0 = time.perf_counter()
     loop.train_and_evaluate(config, workdir, progress=False)
     timing = {"train_seconds": time.perf_counter() - t0, "preset": preset,
@@ -391,6 +400,9 @@ def main() -> int:
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--plans", default="det,z_select",
                         help=f"comma-separated planner variants of {sorted(PLANS)}")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="config.seed of both models (their data too); results go to "
+                             "<stem>_seed<N>.json (default: the presets' seed, 0)")
     parser.add_argument("--batch-size", type=int, default=0,
                         help="episodes per jitted batch (progress and resume points); "
                              "0: the config's planning.batch_size")
@@ -402,20 +414,24 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown plans {unknown}; expected some of {sorted(PLANS)}")
     z_preset, det_preset, stem = WORLDS[args.world]
+    if args.seed is not None:
+        stem += f"_seed{args.seed}"
     sys.path.insert(0, str(ROOT))
     from jepa_jax import runtime
 
     runtime.setup()
     import jax
 
+    from jepa_jax.evaluation import paired_comparison
     from jepa_jax.planning_eval import evaluate_workdir
     from jepa_jax.training.loop import load_trained
 
     out_json = RESULTS / f"{stem}.json"
     result = json.loads(out_json.read_text()) if out_json.exists() else {}
     workdirs = {"z": Path(args.workdir_z), "det": Path(args.workdir_det)}
-    result.setdefault("training", {}).update(z=train(z_preset, workdirs["z"]),
-                                             det=train(det_preset, workdirs["det"]))
+    result.setdefault("training", {}).update(
+        z=train(z_preset, workdirs["z"], args.seed),
+        det=train(det_preset, workdirs["det"], args.seed))
     for key, w in workdirs.items():
         result["training"][key]["final_metrics"] = json.loads(
             (w / "final_metrics.json").read_text())
@@ -444,7 +460,8 @@ def main() -> int:
                                             "pit_from_bridge_rate", "pit_walked_in_rate",
                                             "stalled_rate", "bridge_rate",
                                             "mean_final_distance_px",
-                                            "ms_per_plan", "eval_seconds", "num_episodes")
+                                            "ms_per_plan", "eval_seconds", "num_episodes",
+                                            "success")
                           if k in r}
         planning[name]["budget"] = {k: r["budget"].get(k) for k in (
             "horizon", "num_restarts", "num_iters", "z_samples", "risk", "cvar_alpha",
@@ -463,6 +480,9 @@ def main() -> int:
         if "det" in planning and name in planning:
             result[f"{name}_minus_det_success_pp"] = 100 * (planning[name]["success_rate"]
                                                             - planning["det"]["success_rate"])
+            z_ok, det_ok = planning[name].get("success"), planning["det"].get("success")
+            if z_ok and det_ok and len(z_ok) == len(det_ok):  # the same episodes, paired
+                result[f"{name}_vs_det_paired"] = paired_comparison(z_ok, det_ok)
     result.update(jax=jax.__version__, backend=jax.default_backend(), cpus=os.cpu_count(),
                   machine=platform.processor() or platform.machine(),
                   xla_flags=os.environ.get("XLA_FLAGS", ""),

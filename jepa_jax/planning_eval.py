@@ -115,7 +115,7 @@ def evaluate_workdir(workdir: str | Path, planner_name: str, *, episodes: int | 
         progress=evaluation.print_progress if progress else None,
         resume=partial if write else None, fingerprint=fingerprint)
     result = evaluation.score(positions, episodes_, env)
-    success = result.pop("success")
+    success = result["success"]  # per episode, kept: paired comparisons of two planners
     result.update(timing)
     result.update(eval_seconds=secs, budget=budget, workdir=str(workdir),
                   uses_true_state="only to score the outcome after each episode")

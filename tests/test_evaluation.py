@@ -70,6 +70,19 @@ def test_score_classifies_windy_failures_by_hand():
     assert result["bridge_rate"] == 0.25  # only the first stood on it: (30, 38)
 
 
+def test_paired_comparison_by_hand():
+    a = [True, True, True, False, True, False]
+    b = [False, False, True, False, False, True]
+    r = evaluation.paired_comparison(a, b)
+    assert (r["only_first"], r["only_second"], r["both"]) == (3, 1, 1)
+    # Sign test on 3 vs 1: 2 * (C(4,0) + C(4,1)) / 2^4 = 10 / 16.
+    assert r["sign_test_p"] == 0.625
+    assert evaluation.paired_comparison([True] * 8, [False] * 8)["sign_test_p"] == 2 / 2**8
+    assert evaluation.paired_comparison([True], [True])["sign_test_p"] == 1.0
+    with pytest.raises(ValueError, match="same episodes: 2 != 1"):
+        evaluation.paired_comparison([True, False], [True])
+
+
 def test_straight_baseline_walks_straight():
     env = two_rooms.EnvParams(random_layout=False, wall_x=32.0, door_y=32.0)
     eps = evaluation.Episodes(start=np.array([[10.0, 32.0], [10.0, 10.0]]),
