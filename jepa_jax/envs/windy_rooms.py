@@ -22,8 +22,9 @@ crosses wherever the way is shortest, typically hugging a corner of the door, on
 a pit. A model with a latent variable can sample the gusts, and a planner that scores the
 spread of its samples crosses in the middle of the bridge, where one gust is survivable
 (``experiments/stochastic_rooms.py``: one 17 px bridge, gusts of 5 px, no calm door). With
-a calm door, it should go round instead; the gradient planner rarely finds that detour
-(measured; see the README), which is why the default experiment has none.
+a calm door it should go round instead: the ``two_doors`` presets put one 20 px below the
+bridge and strengthen the wind (gusts of 6 px, probability 0.3 each), so that every
+crossing falls a third to a half of the time and the calm door is the only safe way.
 
 Everything that matters is visible in one frame: the pits are drawn in the wall channel
 (value 0.5, walls 1.0), and "stuck" is simply "inside a pit". Only the gust is hidden, which
